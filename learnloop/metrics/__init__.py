@@ -1,0 +1,1 @@
+"""Metrics: pure functions of tensors (no training state, no file I/O)."""

@@ -1,0 +1,1 @@
+"""Architectures assembled from blocks."""
