@@ -4,7 +4,8 @@ The rate grows geometrically, lr_i = lr_min * (lr_max / lr_min) ** (i / (n - 1))
 value. The loss is smoothed with a debiased exponential moving average
     s_i = beta * s_{i-1} + (1 - beta) * loss_i,   smoothed_i = s_i / (1 - beta ** (i + 1))
 and the sweep stops once smoothed_i > diverge * min(smoothed). The suggestion is the rate where the
-smoothed loss falls fastest (most negative d smoothed / d log lr) before its minimum. The model,
+smoothed loss falls fastest (most negative d smoothed / d log lr) before its minimum, ignoring the first
+10% of the sweep (EMA warm-up). The model,
 optimizer and RNG states are restored afterwards, so the sweep leaves no trace on training.
 """
 
@@ -78,7 +79,7 @@ def lr_find(learner, lr_min: float = 1e-7, lr_max: float = 10.0, steps: int = 10
             loss.backward()
             for opt in learner.optimizers.values():
                 opt.step()
-            avg = beta * avg + (1 - beta) * float(loss)
+            avg = beta * avg + (1 - beta) * float(loss.detach())
             s = avg / (1 - beta ** (i + 1))
             lrs.append(lr)
             smoothed.append(s)
@@ -93,8 +94,10 @@ def lr_find(learner, lr_min: float = 1e-7, lr_max: float = 10.0, steps: int = 10
         set_rng_state(saved["rng"])
     if len(lrs) < 3:
         raise ValueError("the LR sweep diverged immediately; lower lr_min")
-    y = np.array(smoothed)
+    y, x = np.array(smoothed), np.log(lrs)
     stop = int(y.argmin())
-    grads = np.gradient(y[: stop + 1], np.log(lrs[: stop + 1])) if stop >= 2 else np.gradient(y, np.log(lrs))
-    suggestion = float(lrs[int(grads.argmin())])
+    skip = max(3, len(y) // 10)          # the first points are mostly EMA warm-up, not signal
+    lo, hi = (skip, stop + 1) if stop + 1 - skip >= 3 else (0, len(y))
+    grads = np.gradient(y[lo:hi], x[lo:hi])
+    suggestion = float(lrs[lo + int(grads.argmin())])
     return LRFindResult(lrs, smoothed, suggestion, float(lrs[stop]))

@@ -19,7 +19,9 @@ from learnloop.engine.checkpoint import load_state
 from learnloop.engine.learner import Learner
 from learnloop.engine.schedules import KINDS, ScheduleConfig
 from learnloop.errors import UserError
-from learnloop.metrics.classification import per_sample_cross_entropy, predictions
+from learnloop.metrics.classification import (
+    confusion_matrix, per_sample_cross_entropy, precision_recall_f1, predictions,
+)
 from learnloop.models.classic import ACTIVATIONS, INITS, MLP, LinearClassifier, SmallCNN
 from learnloop.recipes.base import RunContext, attach, recipe
 from learnloop.recipes.config import param
@@ -145,11 +147,14 @@ def evaluate_classifier(learner: Learner, test_loader, test: ImageData, ctx: Run
     best = learner.checkpoint_path("best")
     if best is not None and best.exists():
         learner.task.model.load_state_dict(load_state(best)["modules"]["model"])
-    metrics = learner.validate(test_loader, "test")
     task = learner.task
-    confusion = task.confusion["test"]
     logits = learner.predict(test_loader)
-    losses = per_sample_cross_entropy(logits, test.labels)
+    y = test.labels
+    n = max(task.num_classes, 2)
+    confusion = confusion_matrix(predictions(logits), y, n)
+    metrics = {"test_loss": float(task.loss_fn(logits, y)), "test_macro_f1": float(precision_recall_f1(confusion)["macro_f1"]),
+               **{f"test_{k}": float(f(logits, y)) for k, f in task.metrics.items()}}
+    losses = per_sample_cross_entropy(logits, y)
     tag = f"{prefix}_" if prefix else ""
     plot_confusion(confusion[: len(test.classes), : len(test.classes)], test.classes,
                    ctx.run.plots / f"{tag}confusion_matrix.png")
@@ -229,8 +234,8 @@ BINARY_PROBLEMS = {
 class LogRegConfig:
     problems: tuple[str, ...] = param(tuple(BINARY_PROBLEMS), "binary problems to solve",
                                       choices=tuple(BINARY_PROBLEMS))
-    epochs: int = param(5, "training epochs", min=1)
-    lr: float = param(1e-2, "learning rate", min=0.0)
+    epochs: int = param(10, "training epochs", min=1)
+    lr: float = param(0.05, "learning rate", min=0.0)
     weight_decay: float = param(1e-4, "L2 penalty on the weights", min=0.0)
     batch_size: int = param(64, "batch size", min=1)
 
@@ -262,7 +267,7 @@ class GradientFlowConfig:
 
 
 @recipe("gradient-flow", "vanishing/exploding gradients: sigmoid vs ReLU x N(0,1) vs Xavier vs Kaiming init",
-        GradientFlowConfig, target="sigmoid+normal vanishes (first/last layer grad ratio < 1e-2); relu+kaiming learns",
+        GradientFlowConfig, target="sigmoid+xavier vanishes (input/output grad ratio < 1e-2), relu+N(0,1) explodes, relu+kaiming learns best",
         main_metric="relu_kaiming_test_accuracy")
 def gradient_flow(cfg: GradientFlowConfig, ctx: RunContext) -> dict:
     metrics, curves = {}, {}
@@ -290,6 +295,7 @@ def gradient_flow(cfg: GradientFlowConfig, ctx: RunContext) -> dict:
                     raise
                 acc = float("nan")
                 ctx.say(f"  {tag} diverged: {e}")
+            metrics[f"{tag}_diverged"] = int(acc != acc)
             first_epoch = [r for r in stats.records if r["epoch"] == 0] or stats.records
             layers = list(first_epoch[0]["norms"]) if first_epoch else []
             mean = [sum(r["norms"][k] for r in first_epoch) / len(first_epoch) for k in layers]
@@ -297,6 +303,7 @@ def gradient_flow(cfg: GradientFlowConfig, ctx: RunContext) -> dict:
             metrics[f"{tag}_test_accuracy"] = acc
             if mean:
                 metrics[f"{tag}_grad_ratio_first_last"] = mean[0] / max(mean[-1], 1e-30)
+                metrics[f"{tag}_grad_norm_input_layer"] = mean[0]
     plot_lines(curves, ctx.run.plots / "gradient_norms_per_layer.png", "layer (1 = input side)",
                "mean gradient L2 norm (first epoch)", "gradient flow through a deep MLP", logy=True)
     accs = {k.removesuffix("_test_accuracy"): v for k, v in metrics.items() if k.endswith("_test_accuracy")}
