@@ -14,13 +14,14 @@ broadcast axes back to s.  `stop_gradient` is the identity whose vjp is None (no
 Every primitive is an `Op(name, forward, vjp)` in `OPS`, so a traced graph (`learnloop.scratch.graph`) can
 re-run it by name. `forward(*arrays, **attrs)` returns the value; `vjp(g, out, *arrays, **attrs)` returns one
 adjoint (or None) per input. Active tapes and tracers live on the stack `_RECORDERS`, pushed and popped only
-by their context managers.
+by `Tape`'s `with` block and by `recording(...)`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -55,14 +56,14 @@ def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
     return g.reshape(shape)
 
 
-def _normalize_axis(axis, ndim: int):
+def normalize_axis(axis, ndim: int):
     if axis is None:
         return None
     axes = (axis,) if np.isscalar(axis) else tuple(axis)
     return tuple(sorted(int(a) % ndim for a in axes))
 
 
-def _expand(g: np.ndarray, x_shape: tuple, axis, keepdims: bool) -> np.ndarray:
+def expand_reduced(g: np.ndarray, x_shape: tuple, axis, keepdims: bool) -> np.ndarray:
     """Undo a reduction over `axis`: re-insert the reduced axes and broadcast back to `x_shape`."""
     if axis is not None and not keepdims:
         g = np.expand_dims(g, axis)
@@ -92,8 +93,8 @@ def _getitem_vjp(g, out, x, index):
 
 def _max_vjp(g, out, x, axis, keepdims):
     """Adjoint split evenly between tied maxima (as torch.amax does)."""
-    hit = x == _expand(out, x.shape, axis, keepdims)
-    return (hit * _expand(g, x.shape, axis, keepdims) / hit.sum(axis=axis, keepdims=True),)
+    hit = x == expand_reduced(out, x.shape, axis, keepdims)
+    return (hit * expand_reduced(g, x.shape, axis, keepdims) / hit.sum(axis=axis, keepdims=True),)
 
 
 def _log_softmax(x, axis):
@@ -172,9 +173,9 @@ _register("sigmoid", lambda x: 0.5 * (1 + np.tanh(0.5 * x)), lambda g, out, x: (
 _register("relu", lambda x: np.maximum(x, 0), lambda g, out, x: (g * (x > 0),))
 _register("matmul", np.matmul, _matmul_vjp)
 _register("sum", lambda x, axis, keepdims: x.sum(axis=axis, keepdims=keepdims),
-          lambda g, out, x, axis, keepdims: (_expand(g, x.shape, axis, keepdims),))
+          lambda g, out, x, axis, keepdims: (expand_reduced(g, x.shape, axis, keepdims),))
 _register("mean", lambda x, axis, keepdims: x.mean(axis=axis, keepdims=keepdims),
-          lambda g, out, x, axis, keepdims: (_expand(g, x.shape, axis, keepdims) * (out.size / x.size),))
+          lambda g, out, x, axis, keepdims: (expand_reduced(g, x.shape, axis, keepdims) * (out.size / x.size),))
 _register("max", lambda x, axis, keepdims: x.max(axis=axis, keepdims=keepdims), _max_vjp)
 _register("reshape", lambda x, shape: x.reshape(shape), lambda g, out, x, shape: (g.reshape(x.shape),))
 _register("transpose", lambda x, axes: x.transpose(axes),
@@ -220,7 +221,7 @@ class Tensor:
         return self.value.size
 
     @property
-    def T(self) -> Tensor:  # noqa: N802 (numpy's name)
+    def T(self) -> Tensor:
         return self.transpose()
 
     def numpy(self) -> np.ndarray:
@@ -294,13 +295,13 @@ class Tensor:
         return apply("relu", self)
 
     def sum(self, axis=None, keepdims: bool = False):
-        return apply("sum", self, axis=_normalize_axis(axis, self.ndim), keepdims=keepdims)
+        return apply("sum", self, axis=normalize_axis(axis, self.ndim), keepdims=keepdims)
 
     def mean(self, axis=None, keepdims: bool = False):
-        return apply("mean", self, axis=_normalize_axis(axis, self.ndim), keepdims=keepdims)
+        return apply("mean", self, axis=normalize_axis(axis, self.ndim), keepdims=keepdims)
 
     def max(self, axis=None, keepdims: bool = False):
-        return apply("max", self, axis=_normalize_axis(axis, self.ndim), keepdims=keepdims)
+        return apply("max", self, axis=normalize_axis(axis, self.ndim), keepdims=keepdims)
 
     def reshape(self, *shape):
         shape = tuple(shape[0]) if len(shape) == 1 and not np.isscalar(shape[0]) else tuple(shape)
@@ -319,6 +320,16 @@ class Tensor:
 
 def as_tensor(x) -> Tensor:
     return x if isinstance(x, Tensor) else Tensor(x)
+
+
+@contextmanager
+def recording(recorder):
+    """Put `recorder` (anything with record(op, inputs, attrs, out)) on the stack for the `with` block."""
+    _RECORDERS.append(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDERS.remove(recorder)
 
 
 def apply(name: str, *inputs, **attrs) -> Tensor:
@@ -348,7 +359,7 @@ class Tape:
         self._watched: dict[int, Tensor] = {}
         self._used = False
 
-    def __enter__(self) -> Tape:
+    def __enter__(self):
         _RECORDERS.append(self)
         return self
 
@@ -370,7 +381,7 @@ class Tape:
             self._watched[id(out)] = out
 
     def gradient(self, target: Tensor, sources, output_gradient=None, unconnected: str = "none"):
-        """d target / d source for each source (None, or zeros with unconnected="zero", if not connected)."""
+        """d target / d source for each source; None (zeros with unconnected="zero") if unwatched or unconnected."""
         if self._used and not self.persistent:
             raise UserError("a non-persistent Tape can compute one gradient; use Tape(persistent=True)")
         self._used = True
@@ -389,14 +400,14 @@ class Tape:
                 if gt is not None:
                     gt = unbroadcast(gt, t.shape)
                     adjoint[id(t)] = adjoint[id(t)] + gt if id(t) in adjoint else gt
-        if not self.persistent:
-            self._records, self._watched = [], {}
         result = []
         for s in sources:
-            g = adjoint.get(id(s))
+            g = adjoint.get(id(s)) if self._is_watched(s) else None
             if g is None and unconnected == "zero":
                 g = np.zeros_like(s.value)
             result.append(None if g is None else np.array(g, dtype=s.dtype))
+        if not self.persistent:
+            self._records, self._watched = [], {}
         return result[0] if single else result
 
     def jacobian(self, target: Tensor, source: Tensor) -> np.ndarray:

@@ -9,7 +9,8 @@ with s the midpoint between two consecutive distinct values of x_f. Split search
 feature at once the node's rows are sorted (argsort along axis 0) and cumulative sums of the one-hot class weights
 give (c_L, c_R) at every cut position in one array operation.
 Stops (as scikit-learn): depth = max_depth, fewer than min_samples_split rows, no cut leaving min_samples_leaf rows
-on each side, or a pure node. With max_features, each node draws that many of its non-constant features.
+on each side, or a pure node. With max_features, each node draws that many of its non-constant features
+(a feature constant in a node is dropped for its whole subtree, as scikit-learn does).
 Feature importance (mean decrease in impurity, Breiman 1984 sec. 5.3.4):
     imp(f) = sum over nodes t split on f of  W_t i(t) - W_L i(t_L) - W_R i(t_R),   normalised to sum to 1.
 """
@@ -22,15 +23,14 @@ from learnloop.errors import UserError
 from learnloop.scratch.checks import as_features, as_labels, require_fitted
 
 
-def weighted_impurity(counts: np.ndarray, criterion: str) -> np.ndarray:
-    """W i(t) for class-weight vectors along the last axis (W = their sum); 0 for empty nodes."""
-    total = counts.sum(axis=-1)
+def weighted_impurity(counts: np.ndarray, criterion: str, total: np.ndarray | None = None) -> np.ndarray:
+    """W i(t) for class-weight vectors along the last axis (W = their sum, pass it if known); 0 if empty."""
+    total = counts.sum(axis=-1) if total is None else total
     safe = np.where(total > 0, total, 1.0)
     if criterion == "gini":
-        return total - (counts * counts).sum(axis=-1) / safe
-    p = counts / safe[..., None]
-    logp = np.log2(np.where(p > 0, p, 1.0))
-    return -(counts * logp).sum(axis=-1)
+        return total - np.einsum("...k,...k->...", counts, counts) / safe
+    logp = np.log2(np.where(counts > 0, counts, 1.0) / np.where(counts > 0, safe[..., None], 1.0))
+    return -np.einsum("...k,...k->...", counts, logp)
 
 
 def resolve_max_features(max_features, n_features: int) -> int:
@@ -54,7 +54,9 @@ def best_split(x: np.ndarray, y: np.ndarray, criterion: str, min_leaf: int):
     xs = np.take_along_axis(x, order, axis=0)
     left = np.cumsum(y[order], axis=0)[:-1]  # (m-1, f, K): class weights of the first i+1 sorted rows
     right = left[-1:] + y[order[-1]][None] - left
-    cost = weighted_impurity(left, criterion) + weighted_impurity(right, criterion)
+    w_left = np.cumsum(y.sum(axis=1)[order], axis=0)[:-1]
+    cost = (weighted_impurity(left, criterion, w_left)
+            + weighted_impurity(right, criterion, w_left[-1] + y[order[-1]].sum(axis=-1) - w_left))
     position = np.arange(1, m)[:, None]
     valid = (xs[1:] > xs[:-1]) & (position >= min_leaf) & (m - position >= min_leaf)
     if not valid.any():
@@ -97,9 +99,9 @@ class DecisionTree:
         max_depth = np.inf if self.max_depth is None else self.max_depth
         feature, threshold, left, right, value, depth_of = [], [], [], [], [], []
         importance = np.zeros(x.shape[1])
-        stack = [(np.arange(len(x)), 0, -1, False)]
+        stack = [(np.arange(len(x)), 0, -1, False, np.arange(x.shape[1]))]
         while stack:
-            rows, depth, parent, is_left = stack.pop()
+            rows, depth, parent, is_left, live = stack.pop()
             node = len(feature)
             if parent >= 0:
                 (left if is_left else right)[parent] = node
@@ -114,20 +116,20 @@ class DecisionTree:
             if (depth >= max_depth or len(rows) < self.min_samples_split
                     or len(rows) < 2 * self.min_samples_leaf or node_cost <= 1e-12 * counts.sum()):
                 continue
-            xn = x[rows]
-            candidates = np.flatnonzero(xn.max(axis=0) > xn.min(axis=0))
-            if n_draw < len(candidates):
-                candidates = rng.choice(candidates, size=n_draw, replace=False)
-            found = best_split(xn[:, candidates], onehot[rows], self.criterion, self.min_samples_leaf)
+            xn = x[np.ix_(rows, live)]
+            varies = xn.max(axis=0) > xn.min(axis=0)  # a feature constant here stays constant below
+            live, xn = live[varies], xn[:, varies]
+            pick = rng.choice(len(live), n_draw, replace=False) if n_draw < len(live) else np.arange(len(live))
+            found = best_split(xn[:, pick], onehot[rows], self.criterion, self.min_samples_leaf)
             if found is None:
                 continue
             column, cut, child_cost = found
-            f = int(candidates[column])
+            f = int(live[pick[column]])
             feature[node], threshold[node] = f, float(cut)
             importance[f] += node_cost - child_cost
-            goes_left = xn[:, f] <= cut
-            stack.append((rows[~goes_left], depth + 1, node, False))
-            stack.append((rows[goes_left], depth + 1, node, True))
+            goes_left = xn[:, pick[column]] <= cut
+            stack.append((rows[~goes_left], depth + 1, node, False, live))
+            stack.append((rows[goes_left], depth + 1, node, True, live))
         self.feature_ = np.array(feature)
         self.threshold_ = np.array(threshold)
         self.children_left_, self.children_right_ = np.array(left), np.array(right)
@@ -156,7 +158,9 @@ class DecisionTree:
         return node
 
     def predict_proba(self, x) -> np.ndarray:
-        return self.value_[self.apply(x)]
+        leaves = self.apply(x)
+        return self.value_[leaves]
 
     def predict(self, x) -> np.ndarray:
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+        proba = self.predict_proba(x)
+        return self.classes_[proba.argmax(axis=1)]

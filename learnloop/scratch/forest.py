@@ -37,7 +37,7 @@ class Bagging:
         self.n_features_in_ = x.shape[1]
         rng = np.random.default_rng(self.random_state)
         n = len(x)
-        n_draw = max(1, int(round(self.max_samples * n)))
+        n_draw = max(1, round(self.max_samples * n))
         self.estimators_ = []
         oob = np.zeros((n, len(self.classes_)))
         oob_votes = np.zeros(n)
@@ -71,7 +71,8 @@ class Bagging:
         return sum(self._proba_of(e, x) for e in self.estimators_) / len(self.estimators_)
 
     def predict(self, x) -> np.ndarray:
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+        proba = self.predict_proba(x)
+        return self.classes_[proba.argmax(axis=1)]
 
     @property
     def feature_importances_(self) -> np.ndarray:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from learnloop.errors import UserError
-from learnloop.scratch.autodiff import OPS, _expand, _normalize_axis, im2col
+from learnloop.scratch.autodiff import OPS, expand_reduced, im2col, normalize_axis
 
 
 class Dual:
@@ -55,7 +55,7 @@ class Dual:
         return self.value.size
 
     @property
-    def T(self) -> Dual:  # noqa: N802 (numpy's name)
+    def T(self) -> Dual:
         return self.transpose()
 
     def _other(self, other) -> Dual:
@@ -140,15 +140,15 @@ class Dual:
         return Dual(np.maximum(self.value, 0), (self.value > 0) * self.tangent)
 
     def sum(self, axis=None, keepdims: bool = False):
-        return self._linear("sum", axis=_normalize_axis(axis, self.ndim), keepdims=keepdims)
+        return self._linear("sum", axis=normalize_axis(axis, self.ndim), keepdims=keepdims)
 
     def mean(self, axis=None, keepdims: bool = False):
-        return self._linear("mean", axis=_normalize_axis(axis, self.ndim), keepdims=keepdims)
+        return self._linear("mean", axis=normalize_axis(axis, self.ndim), keepdims=keepdims)
 
     def max(self, axis=None, keepdims: bool = False):
-        axis = _normalize_axis(axis, self.ndim)
+        axis = normalize_axis(axis, self.ndim)
         m = self.value.max(axis=axis, keepdims=keepdims)
-        hit = self.value == _expand(m, self.shape, axis, keepdims)
+        hit = self.value == expand_reduced(m, self.shape, axis, keepdims)
         tangent = (hit * self.tangent).sum(axis=axis, keepdims=keepdims) / hit.sum(axis=axis, keepdims=keepdims)
         return Dual(m, tangent)
 

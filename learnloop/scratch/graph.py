@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from learnloop.errors import UserError
-from learnloop.scratch.autodiff import _RECORDERS, OPS, Tensor, apply, as_tensor
+from learnloop.scratch.autodiff import OPS, Tensor, apply, as_tensor, recording
 
 
 @dataclass(frozen=True)
@@ -154,13 +154,10 @@ def trace(f, *examples, optimize: bool = True) -> Graph:
     tracer = _Tracer()
     for k, p in enumerate(placeholders):
         tracer.add(Node("input", index=k), p)
-    _RECORDERS.append(tracer)
-    try:
+    with recording(tracer):
         result = f(*placeholders)
-    finally:
-        _RECORDERS.remove(tracer)
     single = isinstance(result, Tensor)
-    results = (result,) if single else tuple(result)
+    results = (result,) if single else tuple(result) if isinstance(result, (tuple, list)) else (None,)
     if not all(isinstance(r, Tensor) for r in results):
         raise UserError("a traced function must return a Tensor or a tuple of Tensors")
     graph = Graph(tracer.nodes, tuple(tracer.node_of(r) for r in results),
@@ -168,7 +165,7 @@ def trace(f, *examples, optimize: bool = True) -> Graph:
     return graph.optimize() if optimize else graph
 
 
-class function:  # noqa: N801 (used as a decorator, like tf.function)
+class function:
     """Trace `f` once per input signature (shapes and dtypes); later calls re-run the cached graph."""
 
     def __init__(self, f, optimize: bool = True):

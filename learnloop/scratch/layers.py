@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from learnloop.errors import UserError
-from learnloop.scratch.autodiff import Tensor, apply
+from learnloop.scratch.autodiff import Tensor, apply, conv_output_size
 
 
 def relu(x: Tensor) -> Tensor:
@@ -118,7 +118,7 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[1] != in_c:
             raise UserError(f"Conv2d expects input (N, {in_c}, H, W), got shape {x.shape}")
         n, _, h, w = x.shape
-        oh, ow = (h + 2 * self.padding - k) // self.stride + 1, (w + 2 * self.padding - k) // self.stride + 1
+        oh, ow = conv_output_size(h, k, self.stride, self.padding), conv_output_size(w, k, self.stride, self.padding)
         cols = apply("im2col", x, kh=k, kw=k, stride=self.stride, padding=self.padding)
         y = cols @ self.weight.reshape(out_c, in_c * k * k).T
         y = y + self.bias if self.bias is not None else y

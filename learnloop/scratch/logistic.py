@@ -57,7 +57,7 @@ class LogisticRegression:
         hess = np.empty((d, k, d, k))
         for j in range(k):
             for m in range(k):
-                hess[:, j, :, m] = self.C * (x.T * s[:, j, m]) @ x
+                hess[:, j, :, m] = self.C * (x * s[:, j, m, None]).T @ x
         hess = hess.reshape(d * k, d * k) + np.diag(mask.reshape(-1) * np.ones(d * k))
         return grad, hess
 
@@ -74,7 +74,8 @@ class LogisticRegression:
         if self.fit_intercept:
             mask[-1] = 0.0
         self.n_iter_ = 0
-        for self.n_iter_ in range(1, self.max_iter + 1):
+        for iteration in range(1, self.max_iter + 1):
+            self.n_iter_ = iteration
             grad, hess = self._derivatives(w, x, targets, mask)
             if np.abs(grad).max() < self.tol:
                 break
@@ -100,4 +101,5 @@ class LogisticRegression:
         return np.hstack([1 - p, p]) if self.binary_ else p
 
     def predict(self, x) -> np.ndarray:
-        return self.classes_[self.predict_proba(x).argmax(axis=1)]
+        proba = self.predict_proba(x)
+        return self.classes_[proba.argmax(axis=1)]

@@ -8,7 +8,8 @@ maps x to beta e_1 (the sign avoids cancellation; it is LAPACK's geqrf conventio
 with scipy.linalg.qr). H is applied to the trailing block as A <- A - (2 / v^T v) v (v^T A), never formed.
 R is what is left of A; Q = H_1 H_2 ... H_k applied to the identity from the right end.
 
-Least squares min ||A x - b|| for full-column-rank A (m >= n): R x = Q^T b (economic Q, R).
+Least squares min ||A x - b|| for full-column-rank A (m >= n): R x = (Q^T b)[:n], with Q^T b = H_n ... H_1 b
+computed by applying the reflectors to b (Golub & Van Loan, Alg. 5.3.2), Q never formed.
 |R_kk| <= max(m, n) eps max|R_jj| means A is rank deficient: `lstsq` raises SingularMatrixError.
 """
 
@@ -64,9 +65,15 @@ def lstsq(a, b) -> np.ndarray:
     if a.ndim != 2 or a.shape[0] < a.shape[1]:
         raise UserError(f"lstsq needs a 2-D matrix with at least as many rows as columns, got shape {a.shape}")
     b = as_rhs(b, a.shape[0])
-    q, r = qr(a, mode="economic")
+    r, reflectors = _householder(a)
+    n = a.shape[1]
     diag = np.abs(np.diag(r))
     k = int(np.argmin(diag))
     if diag[k] <= max(a.shape) * np.finfo(float).eps * max(diag.max(), np.finfo(float).tiny):
         raise SingularMatrixError(f"matrix is rank deficient: column {k} is a combination of the others")
-    return solve_triangular(r, q.T @ b, lower=False)
+    qtb = b.copy()
+    for k, reflector in enumerate(reflectors):  # Q^T b = H_k ... H_1 b, without forming Q
+        if reflector is not None:
+            v, scale = reflector
+            qtb[k:] -= scale * np.multiply.outer(v, v @ qtb[k:])
+    return solve_triangular(r[:n], qtb[:n], lower=False)
