@@ -1,0 +1,89 @@
+"""Token-level prediction as a `Task`: causal and masked language modelling, seq2seq, token classification.
+
+A batch is (*inputs, targets): `model(*inputs)` returns (B, T, C) logits for (B, T) integer targets, and
+positions with target `IGNORE` (-100) do not count. The loss is the mean cross-entropy over counted
+tokens, in nats per token,
+    L = -(1/N) sum_{(b,t): y_bt != IGNORE} log softmax(z_bt)[y_bt],
+so one task covers:
+- causal LM (GPT):            inputs (x,),         targets x shifted left by one
+- masked LM (BERT):           inputs (x_masked,),  targets x at masked positions, IGNORE elsewhere
+- encoder-decoder (seq2seq, span corruption): inputs (src, tgt_in), targets tgt_out
+- token classification (NER): inputs (ids,),       targets tag ids (IGNORE on padding / sub-word pieces)
+`batch_size` counts target tokens, so the learner's averages are exact per-token means over the split.
+`TokenClassification` adds entity-level precision/recall/F1 (seqeval convention) on validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from learnloop.engine.optim import make_optimizer
+from learnloop.engine.task import Task
+from learnloop.metrics.sequence_labeling import entity_scores
+
+IGNORE = -100
+
+
+class TokenPrediction(Task):
+    def __init__(self, model: torch.nn.Module, optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), label_smoothing: float = 0.0, param_groups=None):
+        self.model, self.optimizer, self.lr, self.weight_decay, self.betas = model, optimizer, lr, weight_decay, betas
+        self.label_smoothing, self.param_groups = label_smoothing, param_groups
+
+    def modules(self):
+        return {"model": self.model}
+
+    def configure_optimizers(self):
+        params = self.param_groups if self.param_groups is not None else self.model.parameters()
+        return make_optimizer(self.optimizer, params, self.lr, self.weight_decay, betas=self.betas)
+
+    def batch_size(self, batch) -> int:
+        return max(int((batch[-1] != IGNORE).sum()), 1)
+
+    def _step(self, batch, smoothing: float = 0.0):
+        *inputs, y = batch
+        logits = self.model(*inputs)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE,
+                               label_smoothing=smoothing)
+        with torch.no_grad():
+            keep = y != IGNORE
+            acc = (logits.argmax(-1)[keep] == y[keep]).float().mean() if keep.any() else torch.tensor(0.0)
+        return logits, {"loss": loss, "accuracy": acc}
+
+    def training_step(self, batch, learner):
+        return self._step(batch, self.label_smoothing)[1]
+
+    def validation_step(self, batch, learner):
+        return {k: v.detach() for k, v in self._step(batch)[1].items()}
+
+    def predict_step(self, batch, learner):
+        return self.model(*batch[:-1])
+
+
+class TokenClassification(TokenPrediction):
+    """Tagging with a BIO label set `labels`; validation adds entity precision/recall/F1 over the split."""
+
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], **kw):
+        super().__init__(model, **kw)
+        self.labels = list(labels)
+        self._true: list[list[str]] = []
+        self._pred: list[list[str]] = []
+
+    def on_validation_start(self, learner, stage):
+        self._true, self._pred = [], []
+
+    def validation_step(self, batch, learner):
+        logits, out = self._step(batch)
+        y, pred = batch[-1].cpu(), logits.argmax(-1).cpu()
+        for yi, pi in zip(y, pred):
+            keep = yi != IGNORE
+            self._true.append([self.labels[i] for i in yi[keep].tolist()])
+            self._pred.append([self.labels[i] for i in pi[keep].tolist()])
+        return {k: v.detach() for k, v in out.items()}
+
+    def on_validation_end(self, learner, stage):
+        s = entity_scores(self._true, self._pred)
+        return {"entity_precision": s["precision"], "entity_recall": s["recall"], "entity_f1": s["f1"]}
