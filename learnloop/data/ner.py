@@ -13,15 +13,13 @@ import importlib.util
 import os
 from pathlib import Path
 
-from learnloop.errors import CorruptFileError, DataMissingError, UserError
+from learnloop.data.registry import user_path
+from learnloop.errors import CorruptFileError, DataMissingError
 
 
 def tweet_ner_path(path=None) -> Path:
     if path:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise UserError(f"{p}: no such file")
-        return p
+        return user_path(path, "file")
     env = os.environ.get("LEARNLOOP_DATA")
     if env and (Path(env) / "tweet-ner" / "ner.txt").is_file():
         return Path(env) / "tweet-ner" / "ner.txt"

@@ -63,6 +63,14 @@ def spec(name: str) -> DatasetSpec:
     return _REGISTRY[name]
 
 
+def user_path(path: str | os.PathLike, kind: str = "folder") -> Path:
+    """A path the user named explicitly: it must exist as a `kind` ("folder" or "file")."""
+    p = Path(path).expanduser()
+    if not (p.is_dir() if kind == "folder" else p.is_file()):
+        raise UserError(f"{p}: no such {kind}")
+    return p
+
+
 def _complete(folder: Path, files) -> bool:
     return folder.is_dir() and all((folder / f).is_file() for f in files)
 

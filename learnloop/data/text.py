@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from learnloop.data.registry import user_path
 from learnloop.errors import CorruptFileError, DataMissingError, UserError
 
 FORTUNES_DIRS = ("/usr/share/games/fortunes", "/usr/share/fortunes")
@@ -43,10 +44,7 @@ def read_text(path: str | os.PathLike) -> str:
 # --- corpora ---------------------------------------------------------------------------------------------
 def _fortune_dir(path=None) -> Path:
     if path:
-        p = Path(path).expanduser()
-        if not p.is_dir():
-            raise UserError(f"{p}: no such folder")
-        return p
+        return user_path(path, "folder")
     env = os.environ.get("LEARNLOOP_DATA")
     candidates = ([Path(env) / "fortunes"] if env else []) + [Path(d) for d in FORTUNES_DIRS]
     for c in candidates:
@@ -83,10 +81,7 @@ def load_fortunes(path=None, categories: Sequence[str] | None = None, max_chars:
 
 def language_excerpts_dir(path=None) -> Path:
     if path:
-        p = Path(path).expanduser()
-        if not p.is_dir():
-            raise UserError(f"{p}: no such folder")
-        return p
+        return user_path(path, "folder")
     env = os.environ.get("LEARNLOOP_DATA")
     if env and (Path(env) / "language-excerpts").is_dir():
         return Path(env) / "language-excerpts"

@@ -150,10 +150,3 @@ class TensorBoardLogger(Callback):
 
 def _to_float(v) -> float:
     return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
-
-
-def total_grad_norm(parameters) -> torch.Tensor:
-    grads = [p.grad.detach() for p in parameters if p.grad is not None]
-    if not grads:
-        return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import torch
 
-from learnloop.engine.callbacks import Callback, total_grad_norm
+from learnloop.engine.callbacks import Callback
 from learnloop.engine.checkpoint import load_state, save_state
 from learnloop.engine.run import RunFolder
 from learnloop.engine.schedules import Schedule, ScheduleConfig

@@ -188,21 +188,10 @@ _register("maxpool2d", _maxpool_forward, _maxpool_vjp)
 _register("stop_gradient", lambda x: x.copy(), lambda g, out, x: (None,))
 
 
-class Tensor:
-    """A NumPy array that records the ops applied to it on every active Tape that watches it.
+class ArrayLike:
+    """What a value-carrying type (Tensor, Dual) exposes of its `value` array, and `.T` via its transpose."""
 
-    `trainable=True` marks a parameter: tapes watch it without `tape.watch`.
-    """
-
-    __array_ufunc__ = None  # make NumPy defer `array + tensor` etc. to the Tensor's reflected methods
-
-    def __init__(self, value, trainable: bool = False):
-        value = np.asarray(value)
-        self.value = value if np.issubdtype(value.dtype, np.floating) else value.astype(np.float64)
-        self.trainable = trainable
-
-    def __repr__(self) -> str:
-        return f"Tensor({self.value!r}{', trainable=True' if self.trainable else ''})"
+    value: np.ndarray
 
     @property
     def shape(self) -> tuple:
@@ -221,8 +210,26 @@ class Tensor:
         return self.value.size
 
     @property
-    def T(self) -> Tensor:
+    def T(self):
         return self.transpose()
+
+
+class Tensor(ArrayLike):
+    """A NumPy array that records the ops applied to it on every active Tape that watches it.
+
+    `trainable=True` marks a parameter: tapes watch it without `tape.watch`.
+    """
+
+    __array_ufunc__ = None  # make NumPy defer `array + tensor` etc. to the Tensor's reflected methods
+
+    def __init__(self, value, trainable: bool = False):
+        value = np.asarray(value)
+        self.value = value if np.issubdtype(value.dtype, np.floating) else value.astype(np.float64)
+        self.trainable = trainable
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.value!r}{', trainable=True' if self.trainable else ''})"
+
 
     def numpy(self) -> np.ndarray:
         return self.value

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from learnloop.errors import UserError
-from learnloop.scratch.autodiff import OPS, expand_reduced, im2col, normalize_axis
+from learnloop.scratch.autodiff import OPS, ArrayLike, expand_reduced, im2col, normalize_axis
 
 
-class Dual:
+class Dual(ArrayLike):
     """Primal value and tangent, both NumPy arrays of the same shape."""
 
     __array_ufunc__ = None
@@ -38,25 +38,6 @@ class Dual:
     def __repr__(self) -> str:
         return f"Dual({self.value!r}, tangent={self.tangent!r})"
 
-    @property
-    def shape(self) -> tuple:
-        return self.value.shape
-
-    @property
-    def ndim(self) -> int:
-        return self.value.ndim
-
-    @property
-    def dtype(self):
-        return self.value.dtype
-
-    @property
-    def size(self) -> int:
-        return self.value.size
-
-    @property
-    def T(self) -> Dual:
-        return self.transpose()
 
     def _other(self, other) -> Dual:
         if isinstance(other, Dual):

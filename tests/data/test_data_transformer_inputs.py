@@ -18,7 +18,7 @@ def test_dates_are_seeded_and_correct():
     assert humanize(d, "EEEE, MMMM d, yyyy") == "Monday, May 3, 1999"
     assert humanize(d, "M/d/yy") == "5/3/99" and humanize(d, "dd.MM.yyyy") == "03.05.1999"
     assert humanize(dt.date(2011, 3, 22), "the ordinal of MMMM, yyyy", "upper") == "THE 22ND OF MARCH, 2011"
-    for text, iso in make_dates(200, seed=0):
+    for _text, iso in make_dates(200, seed=0):
         assert len(iso) == 10 and dt.date.fromisoformat(iso)
     assert len(FORMATS) >= 15
 

@@ -10,7 +10,7 @@ from learnloop import nn as lnn
 from learnloop.nn.recurrent import RECURRENT
 
 TORCH = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
-I, H, T, B = 5, 7, 6, 4
+I, H, T, B = 5, 7, 6, 4  # noqa: E741 - torch.nn.RNN names: input, hidden, time, batch
 LENGTHS = torch.tensor([6, 3, 5, 1])
 
 
