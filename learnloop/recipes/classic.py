@@ -6,7 +6,6 @@ only in defaults, so `learnloop run cnn-fashion --set model=mlp` is a valid expe
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ from learnloop.metrics.classification import (
 )
 from learnloop.models.classic import ACTIVATIONS, INITS, MLP, LinearClassifier, SmallCNN
 from learnloop.recipes.base import RunContext, attach, recipe
-from learnloop.recipes.config import param
+from learnloop.recipes.config import param, with_defaults
 from learnloop.tasks.classification import Classification
 from learnloop.utils.plots import plot_bars, plot_confusion, plot_curves, plot_lines, plot_top_losses
 
@@ -59,17 +58,6 @@ class ClassifierConfig:
     clip_grad_norm: float = param(0.0, "clip the global gradient norm to this (0: off)", min=0.0)
     precision: str = param("32", "32 or bf16 autocast (16 needs CUDA)", choices=("32", "bf16", "16"))
     patience: int = param(0, "early-stopping patience in epochs on val_loss (0: off)", min=0)
-
-
-def with_defaults(name: str, **defaults) -> type:
-    """A ClassifierConfig subclass with other defaults (same fields, help and ranges)."""
-    fields = []
-    for f in dataclasses.fields(ClassifierConfig):
-        if f.name in defaults:
-            fields.append((f.name, f.type, dataclasses.field(default=defaults.pop(f.name), metadata=f.metadata)))
-    if defaults:
-        raise TypeError(f"unknown fields {sorted(defaults)}")
-    return dataclasses.make_dataclass(name, fields, bases=(ClassifierConfig,))
 
 
 @dataclass
@@ -204,7 +192,7 @@ def build_for_lr_find(cfg: ClassifierConfig) -> Learner:
 
 
 def _classifier_recipe(name, summary, target, main_metric="test_accuracy", **defaults):
-    config = with_defaults(name.title().replace("-", "") + "Config", **defaults)
+    config = with_defaults(ClassifierConfig, name.title().replace("-", "") + "Config", **defaults)
     recipe(name, summary, config, family="classic", target=target, main_metric=main_metric,
            benchmark=f"learnloop run {name}")(train_classifier)
     attach(name, evaluate=evaluate_recipe, build=build_for_lr_find)

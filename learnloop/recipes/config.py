@@ -21,6 +21,18 @@ def param(default, help: str = "", min=None, max=None, choices=None):
     return field(default=default, metadata=meta)
 
 
+def with_defaults(base: type, name: str, **defaults) -> type:
+    """A subclass of config dataclass `base` with other defaults (same fields, help and ranges): how one
+    recipe function serves several named recipes."""
+    changed = []
+    for f in fields(base):
+        if f.name in defaults:
+            changed.append((f.name, f.type, field(default=defaults.pop(f.name), metadata=f.metadata)))
+    if defaults:
+        raise TypeError(f"unknown {base.__name__} fields {sorted(defaults)}")
+    return dataclasses.make_dataclass(name, changed, bases=(base,))
+
+
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
