@@ -18,7 +18,13 @@ from learnloop.utils.io import write_json
 from learnloop.utils.seed import seed_everything
 
 # modules that register recipes (imported on first use, so `learnloop --help` stays fast)
-RECIPE_MODULES = ("learnloop.recipes.classic",)
+RECIPE_MODULES = (
+    "learnloop.recipes.classic",
+    "learnloop.recipes.sequence",
+    "learnloop.recipes.gan",
+    "learnloop.recipes.transformer",
+    "learnloop.recipes.evaluation",
+)
 QUICKSTART = "mlp-digits"
 
 
