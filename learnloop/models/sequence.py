@@ -4,7 +4,11 @@
   modules so each layer is its own parameter group, as in AWD-LSTM / ULMFiT), dropout in between.
 - `SequenceClassifier`: encoder -> pooling over real (non-pad) steps -> linear head. Pooling `last` takes
   h at each sequence's last step (both directions when bidirectional); `concat` is ULMFiT's
-  [h_last, max_t h_t, mean_t h_t] (Howard & Ruder, 2018).
+  [h_last, max_t h_t, mean_t h_t] (Howard & Ruder, 2018). The head is dropout -> linear, or with
+  `head_hidden` > 0 ULMFiT's two-layer head: norm -> dropout -> Linear(3D, head_hidden) -> ReLU -> norm ->
+  dropout -> linear, where norm is LayerNorm rather than the paper's BatchNorm: with ~10 steps per epoch
+  (tens of labelled examples) BatchNorm's running statistics lag far behind the batch statistics and
+  eval-mode predictions collapse to one class (measured); LayerNorm has no running statistics.
 - `CharLM`: encoder -> linear decoder over the vocabulary; p(x_{t+1} | x_<=t) = softmax(W h_t + b);
   `sample` draws text with temperature tau: p_i ∝ exp(logit_i / tau).
 - `SequenceRegressor`: encoder over real-valued inputs -> linear read-out of the next value.
@@ -76,7 +80,8 @@ def last_hidden(outputs: torch.Tensor, lengths: torch.Tensor | None, bidirection
 class SequenceClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, embed_dim: int = 64, hidden: int = 128,
                  num_layers: int = 1, cell: str = "lstm", bidirectional: bool = False, dropout: float = 0.0,
-                 pooling: str = "concat", max_len: int = 0, embed_dropout: float = 0.0):
+                 pooling: str = "concat", max_len: int = 0, embed_dropout: float = 0.0, head_hidden: int = 0,
+                 head_dropout: float = 0.0):
         super().__init__()
         if pooling not in POOLINGS:
             raise UserError(f"unknown pooling '{pooling}'; choose from {', '.join(POOLINGS)}")
@@ -84,7 +89,15 @@ class SequenceClassifier(nn.Module):
                                         embed_dropout=embed_dropout)
         d = self.encoder.out_dim
         self.pooling, self.max_len = pooling, max_len
-        self.head = nn.Linear(3 * d if pooling == "concat" else d, num_classes)
+        d_in = 3 * d if pooling == "concat" else d
+        if head_hidden:
+            self.head = nn.Sequential(nn.LayerNorm(d_in), nn.Dropout(head_dropout), nn.Linear(d_in, head_hidden),
+                                      nn.ReLU(), nn.LayerNorm(head_hidden), nn.Dropout(head_dropout),
+                                      nn.Linear(head_hidden, num_classes))
+        elif head_dropout:
+            self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(d_in, num_classes))
+        else:
+            self.head = nn.Linear(d_in, num_classes)
 
     def features(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         _check_len(ids, self.max_len)

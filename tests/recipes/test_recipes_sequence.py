@@ -35,11 +35,15 @@ def test_ulmfit_runs_both_arms_on_one_split(tmp_path):
     run = learnloop.run("ulmfit-classify", out=tmp_path, set={
         "lm.hidden": 48, "lm.num_layers": 1, "lm.seq_len": 32, "lm.batch_size": 16, "lm.batches_per_epoch": 10,
         "lm.epochs": 1, "lm.val_batches": 1, "lm.sample_chars": 0, "categories": "zippy,startrek",
-        "train_per_class": 30, "epochs": 2, "max_len": 64}, **FAST)
+        "train_per_class": 30, "epochs": 2, "max_len": 64, "scratch_lrs": "3e-3,1e-2"}, **FAST)
     for arm in ("ulmfit", "scratch"):
         assert 0.0 <= run.metrics[f"{arm}_test_accuracy"] <= 1.0
+    assert run.metrics["scratch_lr"] in (3e-3, 1e-2)                  # chosen on validation accuracy
+    assert run.metrics["scratch_val_accuracy"] == max(run.metrics["scratch_lr0.003_val_accuracy"],
+                                                      run.metrics["scratch_lr0.01_val_accuracy"])
     assert (run.folder / "checkpoints" / "lm" / "best.safetensors").exists()
-    assert (run.folder / "checkpoints" / "scratch" / "best.safetensors").exists()
+    for lr in ("0.003", "0.01"):
+        assert (run.folder / "checkpoints" / f"scratch_lr{lr}" / "best.safetensors").exists()
 
 
 def test_gradual_unfreezing_and_discriminative_rates():
@@ -53,6 +57,9 @@ def test_gradual_unfreezing_and_discriminative_rates():
     assert [all(p.requires_grad for p in g) for g in groups] == [False, False, False, True]
     task._apply_unfreezing(2)
     assert [all(p.requires_grad for p in g) for g in groups] == [False, True, True, True]
+    ulmfit_head = SequenceClassifier(20, 3, embed_dim=4, hidden=8, num_layers=2, head_hidden=5, head_dropout=0.5)
+    assert len(ulmfit_head.groups()) == 4 and len(ulmfit_head.groups()[-1]) == 8   # 2 x (layernorm, linear)
+    assert ulmfit_head(torch.ones(2, 7, dtype=torch.long), torch.tensor([7, 3])).shape == (2, 3)
 
 
 def test_next_number_gru_learns(tmp_path):
