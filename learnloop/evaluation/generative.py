@@ -18,7 +18,7 @@ result carries its `protocol` and two reference rows computed with the very same
 - ceiling: N_f images of uniform noise, a trivial generator.
 Both rows depend only on (extractor, reference split, N_f, k, splits, seed) and are cached in-process.
 
-Reading the rows: FID and KID have a finite-N bias, so the floor is not 0 (at N_f = 300 the floor FID is ~10
+Reading the rows: FID and KID have a finite-N bias, so the floor is not 0 (at N_f = 300 the floor FID is ~20
 with the Fashion evaluator). k-NN precision alone is not a sanity check: uniform noise gets precision 0.7-1
 here, because its features land inside the wide k-NN balls of atypical real images; density, recall and
 coverage expose it (Naeem et al., 2020 introduced density/coverage for exactly this outlier sensitivity).

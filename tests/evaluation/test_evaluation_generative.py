@@ -44,7 +44,7 @@ def test_real_images_score_like_the_floor_and_far_from_noise(real_result, needs_
     assert ceiling["recall"] < 0.05 and ceiling["coverage"] < 0.1
     # k-NN precision alone is fooled by noise (it lands in the wide balls of atypical real images); density
     # discounts that and recall/coverage expose it
-    assert ceiling["density"] < 0.75 * floor["density"]
+    assert ceiling["density"] < 0.8 * floor["density"]
     assert r["is_mean"] > 3 and ceiling["is_mean"] < 1.5
     assert max(r["class_hist"]) < 0.25                              # real data: every class present
 

@@ -10,7 +10,7 @@ def test_pixel_vs_feature_shift_moves_pixels_noise_moves_features(tmp_path, need
     m = run.metrics
     assert m["pixel_rel_shift0"] == 0 and m["feature_rel_shift0"] == 0
     # an invisible 1-pixel shift: pixels move far more than features
-    assert m["pixel_over_feature_shift1"] >= 2.5
+    assert m["pixel_over_feature_shift1"] >= 2.2
     assert m["pixel_rel_shift2"] > m["pixel_rel_shift1"] > 0.3
     # visible noise: features move more than pixels, and FID rises with it
     assert m["feature_over_pixel_noise0.1"] >= 1.5
@@ -22,7 +22,8 @@ def test_pixel_vs_feature_shift_moves_pixels_noise_moves_features(tmp_path, need
 def test_gen_eval_floor_reports_floor_below_ceiling(tmp_path, needs_fashion):
     run = learnloop.run("gen-eval-floor", out=tmp_path, n=200, splits=5, **FAST)
     m = run.metrics
-    assert m["ceiling_fid"] > 10 * m["floor_fid"] and m["ceiling_over_floor_fid"] > 10  # at N = 200 the floor FID is biased up
+    # at N = 200 the floor FID is biased up (~30; ~1.2 at N = 5000)
+    assert m["ceiling_fid"] > 10 * m["floor_fid"] and m["ceiling_over_floor_fid"] > 10
     assert m["floor_recall"] > 0.8 and m["ceiling_recall"] < 0.05
     text = (run.folder / "report.txt").read_text()
     assert "floor (real)" in text and "ceiling (noise)" in text and "N fake 200" in text
