@@ -63,8 +63,8 @@ class GanConfig:
     g_batchnorm: bool = param(True, "BatchNorm in G")
     conditional: bool = param(False, "class-conditional (one-hot concatenated to z and to D's input)")
     z_dim: int = param(64, "noise dimension", min=1)
-    width: int = param(32, "DCGAN base channels w (G: 2w at 7x7, w at 14x14)", min=4)
-    epochs: int = param(10, "epochs (each `steps_per_epoch` batches)", min=1)
+    width: int = param(64, "DCGAN base channels w (G: 2w at 7x7, w at 14x14)", min=4)
+    epochs: int = param(30, "epochs (each `steps_per_epoch` batches)", min=1)
     steps_per_epoch: int = param(200, "batches per epoch (sampled without replacement, reshuffled per epoch)", min=1)
     batch_size: int = param(64, "batch size", min=2)
     train_subset: int = param(0, "use only this many training images (0: all 60k)", min=0)
@@ -76,7 +76,9 @@ class GanConfig:
     n_critic: int = param(1, "D updates per G update", min=1)
     ema_decay: float = param(0.999, "EMA of G's weights for sampling (0: off)", min=0.0, max=1.0)
     schedule: str = param("constant", "learning-rate schedule of both optimizers", choices=KINDS)
-    time_budget_min: float = param(0.0, "stop after the epoch in which this many minutes passed (0: off)", min=0.0)
+    time_budget_min: float = param(0.0, "stop after the epoch in which training has used this many CPU minutes "
+                                    "(process time of all threads, sampling and per-epoch FID included; 0: off)",
+                                    min=0.0)
     monitor_samples: int = param(2000, "samples for the per-epoch FID that picks the best checkpoint (0: off)",
                                  min=0)
     eval_samples: int = param(10000, "samples for the final evaluation of best and last checkpoints", min=100)

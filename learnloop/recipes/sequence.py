@@ -36,7 +36,8 @@ from learnloop.metrics.classification import predictions
 from learnloop.models.sequence import CELLS, POOLINGS, CharLM, SequenceClassifier, SequenceRegressor
 from learnloop.recipes.base import RunContext, recipe
 from learnloop.recipes.config import from_dict, param
-from learnloop.tasks.sequence import LanguageModelling, SequenceClassification, SequenceRegression
+from learnloop.tasks.sequence import SequenceClassification, SequenceRegression
+from learnloop.tasks.token_prediction import TokenPrediction
 from learnloop.utils.io import read_json, write_json, write_text
 from learnloop.utils.plots import plot_bars, plot_confusion, plot_curves, plot_lines
 
@@ -195,7 +196,7 @@ def train_char_lm(cfg: CharLMConfig, ctx: RunContext, name: str = "") -> tuple[C
     tr_ids = torch.tensor(vocab.encode(list(train)))
     va_ids = torch.tensor(vocab.encode(list(val)))
     model = build_lm(cfg, len(vocab))
-    task = LanguageModelling(model, "adamw", cfg.lr, cfg.weight_decay)
+    task = TokenPrediction(model, "adamw", cfg.lr, cfg.weight_decay)
     train_loader = LMWindowLoader(tr_ids, cfg.seq_len, cfg.batch_size, cfg.batches_per_epoch, seed=ctx.seed)
     val_loader = LMWindowLoader(va_ids, cfg.seq_len, 128, cfg.val_batches or None, shuffle=False)
     learner = ctx.learner(task, train_loader, val_loader, epochs=cfg.epochs, name=name,

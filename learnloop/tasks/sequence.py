@@ -1,17 +1,15 @@
-"""Tasks over sequences: classification of padded batches, language modelling, next-value regression.
+"""Tasks over sequences: classification of padded batches and next-value regression.
 
 - `SequenceClassification`: batches are (ids (B, T), lengths (B,), labels (B,)); the model is called as
   model(ids, lengths). Optional ULMFiT fine-tuning (Howard & Ruder, 2018):
     discriminative rates  eta_l = eta / decay^(L-1-l) for layer group l of L (the head gets eta);
     gradual unfreezing    in epoch e only the last min(e+1, L) groups train (e = 0: the head only).
-- `LanguageModelling`: batches are (inputs (B, T), targets (B, T)); loss is the mean cross-entropy
-  -log p(x_{t+1} | x_<=t) in nats per token; `bpc` = loss / ln 2 bits per token.
 - `SequenceRegression`: batches are (x (B, T, I), y (B, O)) or (x, lengths, y); loss is the mean squared error.
+Language modelling, recurrent or not, is `learnloop.tasks.token_prediction.TokenPrediction`.
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -66,29 +64,6 @@ class SequenceClassification(Classification):
 
     def predict_step(self, batch, learner):
         return self.model(batch[0], batch[1])
-
-
-class LanguageModelling(Task):
-    def __init__(self, model, optimizer: str = "adamw", lr: float = 2e-3, weight_decay: float = 0.0):
-        self.model, self.optimizer, self.lr, self.weight_decay = model, optimizer, lr, weight_decay
-
-    def modules(self):
-        return {"model": self.model}
-
-    def configure_optimizers(self):
-        return make_optimizer(self.optimizer, self.model.parameters(), self.lr, self.weight_decay)
-
-    def _loss(self, batch):
-        x, y = batch[0], batch[1]
-        logits, _ = self.model(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        return {"loss": loss, "bpc": loss.detach() / math.log(2)}
-
-    def training_step(self, batch, learner):
-        return self._loss(batch)
-
-    def validation_step(self, batch, learner):
-        return {k: v.detach() for k, v in self._loss(batch).items()}
 
 
 class SequenceRegression(Task):

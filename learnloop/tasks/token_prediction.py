@@ -1,11 +1,11 @@
 """Token-level prediction as a `Task`: causal and masked language modelling, seq2seq, token classification.
 
-A batch is (*inputs, targets): `model(*inputs)` returns (B, T, C) logits for (B, T) integer targets, and
-positions with target `IGNORE` (-100) do not count. The loss is the mean cross-entropy over counted
+A batch is (*inputs, targets): `model(*inputs)` returns (B, T, C) logits for (B, T) integer targets (or a
+tuple whose first item they are, as recurrent models return (logits, state)), and positions with target `IGNORE` (-100) do not count. The loss is the mean cross-entropy over counted
 tokens, in nats per token,
     L = -(1/N) sum_{(b,t): y_bt != IGNORE} log softmax(z_bt)[y_bt],
 so one task covers:
-- causal LM (GPT):            inputs (x,),         targets x shifted left by one
+- causal LM (GPT, char-RNN):  inputs (x,),         targets x shifted left by one
 - masked LM (BERT):           inputs (x_masked,),  targets x at masked positions, IGNORE elsewhere
 - encoder-decoder (seq2seq, span corruption): inputs (src, tgt_in), targets tgt_out
 - token classification (NER): inputs (ids,),       targets tag ids (IGNORE on padding / sub-word pieces)
@@ -46,6 +46,8 @@ class TokenPrediction(Task):
     def _step(self, batch, smoothing: float = 0.0):
         *inputs, y = batch
         logits = self.model(*inputs)
+        if isinstance(logits, tuple):            # recurrent models: (logits, final state)
+            logits = logits[0]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE,
                                label_smoothing=smoothing)
         with torch.no_grad():
@@ -60,7 +62,8 @@ class TokenPrediction(Task):
         return {k: v.detach() for k, v in self._step(batch)[1].items()}
 
     def predict_step(self, batch, learner):
-        return self.model(*batch[:-1])
+        out = self.model(*batch[:-1])
+        return out[0] if isinstance(out, tuple) else out
 
 
 class TokenClassification(TokenPrediction):
