@@ -105,7 +105,7 @@ def main(argv=None) -> None:
         args.budget_min, args.eval_samples, args.monitor_samples = 0.3, 1000, 500
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda n: run_one(n, args), args.gans))
-    text = (f"GANs on Fashion-MNIST, {args.budget_min:g} min of training each ({args.jobs} at a time, "
+    text = (f"GANs on Fashion-MNIST, {args.budget_min:g} CPU minutes of training each ({args.jobs} at a time, "
             f"{args.threads} torch thread(s) each), {args.eval_samples} samples, k=5, evaluator features, "
             f"reference: test split\n\n" + table(results))
     print(text)

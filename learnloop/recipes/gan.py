@@ -315,7 +315,7 @@ _gan_recipe("wgan-gp", "WGAN-GP (Gulrajani et al., 2017): Wasserstein loss + gra
             loss="wasserstein", regularizer="gp", reg_weight=10.0, d_norm="layer", n_critic=5, lr_g=1e-4, lr_d=1e-4,
             beta1=0.0, beta2=0.9, epochs=15)
 _gan_recipe("sngan", "SNGAN (Miyato et al., 2018): hinge loss + spectral norm in D (power iteration from scratch)",
-            loss="hinge", spectral_norm=True, d_norm="none", lr_d=4e-4)
+            loss="hinge", spectral_norm=True, d_norm="none", lr_d=4e-4, epochs=45)
 _gan_recipe("cgan", "conditional DCGAN (Mirza & Osindero, 2014): one-hot class concatenated to z and D's input",
             target="the evaluator recognises the requested class in >= 0.85 of samples", conditional=True)
 
