@@ -48,7 +48,7 @@ def _fortune_dir(path=None) -> Path:
     env = os.environ.get("LEARNLOOP_DATA")
     candidates = ([Path(env) / "fortunes"] if env else []) + [Path(d) for d in FORTUNES_DIRS]
     for c in candidates:
-        if c.is_dir() and any(c.glob("*.dat")) or (c.is_dir() and any(c.glob("*.txt"))):
+        if c.is_dir() and (any(c.glob("*.dat")) or any(c.glob("*.txt"))):
             return c
     raise DataMissingError("fortunes corpus not found: install it with `apt-get install fortunes` "
                            "(or put category text files in $LEARNLOOP_DATA/fortunes/)")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnloop.errors import CorruptFileError, UserError
+from learnloop.utils.batched import eval_in_batches
 
 MEAN, STD = 0.2860, 0.3530                    # Fashion-MNIST train pixel mean / std in [0, 1]
 WEIGHTS_FILE = "fashion_evaluator.safetensors"
@@ -85,15 +86,8 @@ class FashionEvaluator(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.embed(x))
 
-    @torch.no_grad()
     def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:
-        x = to_unit_float(images)
-        was_training = self.training
-        self.eval()
-        try:
-            outs = [fn(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)]
-        finally:
-            self.train(was_training)
+        outs = eval_in_batches(self, to_unit_float(images), fn, self.batch_size)
         if not outs:
             return torch.zeros(0, self.feature_dim if fn == self.embed else self.num_classes)
         return torch.cat(outs)

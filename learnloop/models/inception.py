@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from learnloop.errors import CorruptFileError, UserError
+from learnloop.utils.batched import eval_in_batches
 
 FID_INPUT_SIZE = 299
 FEATURE_DIM = 2048
@@ -192,15 +193,8 @@ class FIDInceptionV3(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self(x))
 
-    @torch.no_grad()
     def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:
-        x = _to_unit_float(images)
-        was_training = self.training
-        self.eval()
-        try:
-            return torch.cat([fn(x[i:i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
-        finally:
-            self.train(was_training)
+        return torch.cat(eval_in_batches(self, _to_unit_float(images), fn, self.batch_size))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 2048) features of uint8 (or [0, 1] float) images (N, 1 or 3, H, W), eval mode, batched."""
