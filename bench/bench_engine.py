@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from learnloop.data import TensorLoader, image_transform, load_fashion_mnist
+from learnloop.engine.optim import OptimConfig
 from learnloop.data.augment import random_flip
 from learnloop.engine import Learner
 from learnloop.models.classic import MLP
@@ -54,7 +55,7 @@ def hand_loop(x, y, bs, seed):
 
 def learner_loop(x, y, bs, seed):
     model = make_model()
-    task = Classification(model, 10, "adamw", 1e-3, metrics={})
+    task = Classification(model, 10, OptimConfig("adamw", 1e-3), metrics={})
     loader = TensorLoader((x, y), bs, shuffle=True, seed=seed)
     learner = Learner(task, loader, epochs=1, monitor=None)
     t = time.perf_counter()

@@ -5,7 +5,7 @@ noise ceiling (learnloop.evaluation.generative), for both the best (per-epoch FI
     .venv/bin/python bench/bench_gans.py --budget-min 15    # the issue's example budget (about 55 min wall)
     .venv/bin/python bench/bench_gans.py --quick            # 0.3 min each, 1k evaluation samples (smoke test)
 
-Each GAN is `learnloop run NAME --set time_budget_min=B --set epochs=1000` in its own process (torch threads
+Each GAN is `learnloop run NAME --set train.time_budget_min=B --set train.epochs=1000` in its own process (torch threads
 set by --threads; 1 thread per process is much faster than 2 when the CPU is shared). The budget is the
 process CPU time of training (all threads; per-epoch sample grid and FID included, final evaluation
 excluded), checked at the end of each epoch (200 batches), so other jobs on the machine do not shrink it.
@@ -29,7 +29,8 @@ COLUMNS = (("FID", "fid", 1.0), ("KIDx1e3", "kid_mean", 1e3), ("precision", "pre
 
 
 def run_one(name: str, args) -> dict:
-    sets = [f"time_budget_min={args.budget_min}", f"epochs={args.max_epochs}", f"eval_samples={args.eval_samples}",
+    sets = [f"train.time_budget_min={args.budget_min}", f"train.epochs={args.max_epochs}",
+            f"eval.samples={args.eval_samples}",
             f"monitor_samples={args.monitor_samples}"]
     cmd = [str(ROOT / ".venv" / "bin" / "learnloop"), "run", name, "--out", str(args.out), "--seed", str(args.seed)]
     for s in sets + list(args.set or []):

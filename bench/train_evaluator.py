@@ -31,6 +31,7 @@ from learnloop.data.loader import TensorLoader, image_transform
 from learnloop.data.vision import load_fashion_mnist
 from learnloop.engine.callbacks import Callback
 from learnloop.engine.learner import Learner
+from learnloop.engine.optim import OptimConfig
 from learnloop.engine.schedules import ScheduleConfig
 from learnloop.models.evaluator import CARD_FILE, STATS_FILE, WEIGHTS_FILE, FashionEvaluator
 from learnloop.tasks.classification import Classification
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
     if args.quick:
         train = train.subset(torch.arange(6000))
     model = FashionEvaluator(dropout=args.dropout).to(memory_format=torch.channels_last)
-    task = Classification(model, 10, optimizer="adamw", lr=args.lr, weight_decay=args.weight_decay)
+    task = Classification(model, 10, OptimConfig("adamw", args.lr, args.weight_decay))
     train_loader = TensorLoader((train.images, train.labels), args.batch_size, shuffle=True, seed=args.seed,
                                 transform=image_transform(augment=standard(args.augment)))
     test_loader = TensorLoader((test.images, test.labels), 1000, transform=image_transform())

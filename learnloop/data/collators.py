@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from learnloop.data.loader import EpochLoader
+
 IGNORE = -100
 
 
@@ -106,22 +108,33 @@ def trim_padding(ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
     return ids[:, :T]
 
 
-class CollatingLoader:
+class CollatingLoader(EpochLoader):
     """Wraps a loader of (ids,) batches; applies `collate(ids, generator)` with a generator seeded by
-    (seed, epoch), so the corruption of epoch e is a pure function of the seed."""
+    (seed, epoch), so the corruption of epoch e is a pure function of the seed.
+
+    Sharding belongs to the wrapped loader (its rank and world_size are taken over, and `set_rank` and
+    `set_epoch` are passed on); the corruption uses `rank_generator()`, so ranks draw different masks."""
+
+    salt = 17
 
     def __init__(self, loader, collate: Callable, seed: int = 0, pad_id: int = 0):
-        self.loader, self.collate, self.seed, self.pad_id, self.epoch = loader, collate, seed, pad_id, 0
+        super().__init__(seed=seed, rank=getattr(loader, "rank", 0), world_size=getattr(loader, "world_size", 1))
+        self.loader, self.collate, self.pad_id = loader, collate, pad_id
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().set_epoch(epoch)
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(epoch)
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        super().set_rank(rank, world_size)
+        if hasattr(self, "loader") and hasattr(self.loader, "set_rank"):
+            self.loader.set_rank(rank, world_size)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 17)
+        g = self.rank_generator()
         for batch in self.loader:
             yield self.collate(trim_padding(batch[0], self.pad_id), g)

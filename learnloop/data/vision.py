@@ -2,6 +2,11 @@
 
 `ImageData.images` is (N, C, H, W) uint8 and `labels` is (N,) int64; conversion to float and any
 augmentation happen on whole batches (see `learnloop.data.augment`), never per sample.
+
+An IDX folder holds `train-images-idx3-ubyte` (and `-labels-idx1-`, `t10k-`...), each gzip'd or not and
+named with or without `.gz` (the content decides, see `learnloop.data.idx`). Files are checked as they are
+read: uint8 (N, H, W) images with N > 0, integer labels in 0..classes-1, as many labels as images; any
+violation is a one-line `CorruptFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ IDX_FILES = {
     ("train", "images"): "train-images-idx3-ubyte.gz", ("train", "labels"): "train-labels-idx1-ubyte.gz",
     ("test", "images"): "t10k-images-idx3-ubyte.gz", ("test", "labels"): "t10k-labels-idx1-ubyte.gz",
 }
+
+
+def _alternatives(name: str) -> tuple[str, ...]:
+    """Other accepted names of an IDX file: uncompressed, and with `.idx` for `-idx` (some mirrors)."""
+    plain, dotted = name.removesuffix(".gz"), name.replace("-idx", ".idx")
+    return (plain, dotted, dotted.removesuffix(".gz"))
+
+
+IDX_ALIASES = {name: _alternatives(name) for name in IDX_FILES.values()}
 
 
 @dataclass
@@ -59,22 +73,35 @@ class ImageData:
 
 
 def _find(folder: Path, split: str, kind: str) -> Path:
-    """Accept the canonical names, gzip'd or not (MNIST, Fashion-MNIST and KMNIST all use them)."""
+    """The first present regular file among the accepted names; else a present odd one (read_idx names it)."""
     name = IDX_FILES[(split, kind)]
-    for cand in (folder / name, folder / name.removesuffix(".gz"), folder / name.replace("-idx", ".idx")):
+    candidates = [folder / n for n in (name, *IDX_ALIASES[name])]
+    for cand in candidates:
         if cand.is_file():
+            return cand
+    for cand in candidates:
+        if cand.exists():
             return cand
     raise CorruptFileError(f"{folder}: missing {name} (or its uncompressed form)")
 
 
 @functools.lru_cache(maxsize=8)
-def _read_idx_split(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_idx_split(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     folder = Path(folder)
-    x = read_idx(_find(folder, split, "images"))
-    y = read_idx(_find(folder, split, "labels"))
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype != np.uint8:
-        raise CorruptFileError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match")
-    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+    xp, yp = _find(folder, split, "images"), _find(folder, split, "labels")
+    x, y = read_idx(xp), read_idx(yp)
+    if x.ndim != 3 or x.dtype != np.uint8:
+        raise CorruptFileError(f"{xp}: expected uint8 images of shape (N, H, W), got {x.dtype} {x.shape}")
+    if len(x) == 0 or 0 in x.shape:
+        raise CorruptFileError(f"{xp}: holds no images (shape {x.shape})")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise CorruptFileError(f"{yp}: expected a 1-d array of integer labels, got {y.dtype} {y.shape}")
+    if len(x) != len(y):
+        raise CorruptFileError(f"{folder}: {split} images {x.shape} and labels {y.shape} do not match "
+                               f"({xp.name} holds {len(x)} images, {yp.name} {len(y)} labels)")
+    if int(y.min()) < 0:
+        raise CorruptFileError(f"{yp}: label {int(y.min())} is negative")
+    return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64)), str(yp)
 
 
 def load_idx_folder(folder, split: str = "train", classes=None, name: str = "") -> ImageData:
@@ -84,9 +111,13 @@ def load_idx_folder(folder, split: str = "train", classes=None, name: str = "") 
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    x, y = _read_idx_split(str(folder.resolve()), split)
-    n_classes = int(y.max()) + 1
-    return ImageData(x, y, tuple(classes or (str(i) for i in range(n_classes))), name or folder.name)
+    x, y, labels_file = _read_idx_split(str(folder.resolve()), split)
+    top = int(y.max())
+    classes = tuple(classes) if classes else tuple(str(i) for i in range(top + 1))
+    if top >= len(classes):
+        raise CorruptFileError(f"{labels_file}: label {top} is outside the {len(classes)} classes "
+                               f"0..{len(classes) - 1}")
+    return ImageData(x, y, classes, name or folder.name)
 
 
 def _fashion_loader(folder: Path, split: str = "train") -> ImageData:
@@ -107,13 +138,13 @@ def _digits_loader(folder: Path | None = None, split: str = "all") -> ImageData:
 
 registry.register(registry.DatasetSpec(
     "fashion-mnist", "Zalando's 70k 28x28 grey clothing images, 10 classes (Xiao et al., 2017)",
-    files=tuple(IDX_FILES.values()), system_dirs=("/usr/share/datasets/fashion-mnist",),
+    files=tuple(IDX_FILES.values()), aliases=IDX_ALIASES, system_dirs=("/usr/share/datasets/fashion-mnist",),
     install_hint="install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four "
                  "IDX .gz files in $LEARNLOOP_DATA/fashion-mnist/",
     loader=_fashion_loader))
 registry.register(registry.DatasetSpec(
     "mnist", "LeCun's 70k 28x28 handwritten digits (or any IDX folder, e.g. KMNIST)",
-    files=tuple(IDX_FILES.values()), system_dirs=("/usr/share/datasets/mnist",),
+    files=tuple(IDX_FILES.values()), aliases=IDX_ALIASES, system_dirs=("/usr/share/datasets/mnist",),
     install_hint="put the four MNIST IDX .gz files in $LEARNLOOP_DATA/mnist/ (or pass their folder)",
     loader=_mnist_loader))
 registry.register(registry.DatasetSpec(

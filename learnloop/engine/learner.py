@@ -1,12 +1,22 @@
 """The training loop. It knows no model and no dataset: a `Task` (task.py) supplies the step logic.
 
-One epoch: for each batch, `task.training_step`; in automatic mode the loss of micro-batch i is scaled
-by 1/k_g (k_g = micro-batches in its accumulation group) so that k micro-batches of size b give exactly
-the gradient of one batch of size k*b; then optional clipping of the global gradient norm
-(||g|| > c  =>  g <- g * c / ||g||), optimizer steps, and one schedule step per optimizer step.
-After the epoch: validation, callbacks, a metrics.jsonl line, then the `last` checkpoint (and `best`
-when the monitored metric improved). A non-finite loss stops training with `TrainingDiverged` before
-anything is written, so the last good checkpoint stays intact.
+One epoch: for each batch, `task.training_step`. In automatic mode micro-batches are accumulated in
+groups of `accumulate`; micro-batch i reports the mean loss L_i over its n_i counted items (the step's
+"count", default `task.batch_size(batch)`: samples, or non-ignored tokens), and the group's gradient is
+
+    g = sum_i n_i * grad L_i / sum_i n_i,
+
+the gradient of the mean over every counted item of the group, i.e. exactly what one big batch gives,
+also for a ragged last group and for token losses with unevenly ignored positions (each loss is
+back-propagated with weight n_i / n_ref, then the summed gradient is divided by sum_i n_i / n_ref).
+Then optional clipping of the global gradient norm (||g|| > c  =>  g <- g * c / ||g||), optimizer steps,
+and one schedule step per optimizer step. Epoch metrics are means weighted by the same counts.
+After the epoch: validation, callbacks (events and their order: callbacks.py), then the `last`
+checkpoint, a copy as `best` when the monitored metric improved, and only then the metrics.jsonl row, so
+every row belongs to an epoch some checkpoint holds. A resume rewrites the stage's rows from the
+checkpoint's own history (without a checkpoint, drops them and starts over), so history and checkpoints
+always agree. A non-finite loss stops training with `TrainingDiverged` before anything is written, so
+the last good checkpoint stays intact.
 """
 
 from __future__ import annotations
@@ -15,15 +25,16 @@ import contextlib
 import math
 import shutil
 import time
+from collections.abc import Mapping
 from typing import Iterable
 
 import torch
 
-from learnloop.engine.callbacks import Callback
+from learnloop.engine.callbacks import HOOKS, Callback, overrides
 from learnloop.engine.checkpoint import load_state, save_state
 from learnloop.engine.run import RunFolder
 from learnloop.engine.schedules import Schedule, ScheduleConfig
-from learnloop.engine.task import Task
+from learnloop.engine.task import COUNT, Task
 from learnloop.errors import TrainingDiverged, UserError
 from learnloop.utils.seed import rng_state, set_rng_state
 
@@ -32,6 +43,41 @@ PRECISIONS = ("32", "bf16", "16")
 
 def _to_float(v) -> float:
     return float(v.detach()) if isinstance(v, torch.Tensor) else float(v)
+
+
+def _move(obj, device: torch.device):
+    """`obj` with every tensor moved to `device`: tensors, (named) tuples, lists and dicts, nested."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        moved = {k: _move(v, device) for k, v in obj.items()}
+        try:
+            return type(obj)(moved)
+        except TypeError:                       # e.g. defaultdict: a plain dict carries the same batch
+            return moved
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_move(v, device) for v in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(v, device) for v in obj)
+    if hasattr(obj, "to") and not isinstance(obj, (str, bytes)):
+        return obj.to(device)
+    return obj
+
+
+def _same_row(logged: dict, row: dict) -> bool:
+    """A metrics.jsonl row equals a history row (non-finite floats may have been logged as null)."""
+    if logged.keys() != row.keys():
+        return False
+    for k, v in row.items():
+        w = logged[k]
+        if isinstance(v, torch.Tensor) or isinstance(w, torch.Tensor):
+            return False                          # written as numbers: re-log it from the checkpoint
+        if isinstance(v, float) and not math.isfinite(v):
+            if not (w is None or isinstance(w, float) and (w == v or math.isnan(w) and math.isnan(v))):
+                return False
+        elif w != v or type(w) is not type(v) and not (isinstance(w, (int, float)) and isinstance(v, (int, float))):
+            return False
+    return True
 
 
 class Learner:
@@ -66,6 +112,12 @@ class Learner:
         self.epoch, self.step, self.best = 0, 0, None
         self.history: list[dict] = []
         self.stop_reason: str | None = None
+        self._last_improved = False            # did the latest finished epoch write `best`?
+        self._refresh_hooks()
+
+    def _refresh_hooks(self) -> None:
+        """Bound hooks per event, only of callbacks that override them (re-read at fit and validation)."""
+        self._hooks = {h: [getattr(cb, h) for cb in self.callbacks if overrides(cb, h)] for h in HOOKS}
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -87,11 +139,10 @@ class Learner:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def to_device(self, batch):
+        """The batch on the learner's device: a tensor, or tuples, lists and dicts of them (nested)."""
         if self.device.type == "cpu":
             return batch
-        if isinstance(batch, (tuple, list)):
-            return type(batch)(t.to(self.device, non_blocking=True) if torch.is_tensor(t) else t for t in batch)
-        return batch.to(self.device)
+        return _move(batch, self.device)
 
     def _set_train(self, mode: bool) -> None:
         for m in self.task.modules().values():
@@ -106,6 +157,7 @@ class Learner:
 
     # manual-optimisation helpers (GANs and other multi-optimizer tasks) ----------------------------------
     def backward(self, loss: torch.Tensor) -> None:
+        """Back-propagate `loss` (loss scaling under precision "16"); NaN/Inf raises TrainingDiverged."""
         self._check_finite(loss)
         if self.scaler is not None:
             loss = self.scaler.scale(loss)
@@ -125,53 +177,106 @@ class Learner:
         opt.zero_grad(set_to_none=True)
 
     def optimizer_step(self, name: str = "main") -> None:
-        for cb in self.callbacks:
-            cb.on_after_backward(self)
+        """Clip and step optimizer `name`, firing on_after_backward before and on_after_optimizer_step after."""
+        if name not in self.optimizers:
+            raise UserError(f"no optimizer '{name}'; the task has {', '.join(self.optimizers)}")
+        for hook in self._hooks["on_after_backward"]:
+            hook(self)
         self._clip_and_step(self.optimizers[name])
         if self.scaler is not None:
             self.scaler.update()
+        for hook in self._hooks["on_after_optimizer_step"]:
+            hook(self, name)
 
     # the loop --------------------------------------------------------------------------------------------
+    def _count(self, out: dict, batch) -> float:
+        count = out.get(COUNT)
+        if count is None:
+            return self.task.batch_size(batch)
+        try:
+            count = _to_float(count)
+        except (TypeError, ValueError, RuntimeError):
+            what = tuple(count.shape) if isinstance(count, torch.Tensor) else type(count).__name__
+            raise UserError(f"{type(self.task).__name__} step returned {COUNT} {what}; it must be one number >= 0"
+                            ) from None
+        if not count >= 0 or math.isinf(count):
+            raise UserError(f"{type(self.task).__name__} step returned {COUNT}={count}; it must be a number >= 0")
+        return count
+
     def _train_epoch(self) -> dict[str, float]:
         self._set_train(True)
         loader = self.train_loader
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
         n, k = len(loader), self.accumulate
+        auto = self.task.automatic_optimization
+        before_batch, after_loss = self._hooks["on_before_batch"], self._hooks["on_after_loss"]
+        batch_end = self._hooks["on_batch_end"]
         values: dict[str, list] = {}
-        sizes: list[int] = []
+        sizes: list[float] = []
+        ref, units, counted = 0.0, 0.0, False     # group: first positive count, sum of count / ref, any count
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         for i, batch in enumerate(loader):
             batch = self.to_device(batch)
+            for hook in before_batch:
+                hook(self, batch)
             with self.autocast():
                 out = self.task.training_step(batch, self)
-            if self.task.automatic_optimization:
+            count = self._count(out, batch)
+            if auto:
                 loss = out["loss"]
-                self._check_finite(loss)
-                group = min(k, n - (i // k) * k)
-                scaled = loss / group if group > 1 else loss
-                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+                for hook in after_loss:
+                    hook(self, loss)
+                if count > 0:                      # a micro-batch with nothing counted adds no gradient
+                    self._check_finite(loss)
+                    if k > 1:
+                        ref = ref or count
+                        if count != ref:
+                            loss = loss * (count / ref)
+                        units += count / ref
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+                    counted = True
                 if (i + 1) % k == 0 or i + 1 == n:
-                    for cb in self.callbacks:
-                        cb.on_after_backward(self)
-                    for opt in self.optimizers.values():
-                        self._clip_and_step(opt)
-                    if self.scaler is not None:
-                        self.scaler.update()
-                    self._advance()
+                    self._finish_group(units if k > 1 else 1.0, counted)
+                    ref, units, counted = 0.0, 0.0, False
             else:
                 self._advance()
-            sizes.append(self.task.batch_size(batch))
+            sizes.append(count)
             for key, v in out.items():
-                values.setdefault(key, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
-            for cb in self.callbacks:
-                cb.on_batch_end(self, out)
+                if key != COUNT:
+                    values.setdefault(key, []).append((len(sizes) - 1, v.detach() if isinstance(v, torch.Tensor)
+                                                       else float(v)))
+            for hook in batch_end:
+                hook(self, out)
             if self.log_every and self.run is not None and self.step % self.log_every == 0 and \
-                    (not self.task.automatic_optimization or (i + 1) % k == 0):
+                    (not auto or (i + 1) % k == 0):
                 self.run.append_metrics({"step": self.step, "epoch": self.epoch + (i + 1) / n,
-                                         **{f"train_{key}": _to_float(v) for key, v in out.items()}})
+                                         **{f"train_{key}": _to_float(v) for key, v in out.items() if key != COUNT},
+                                         **({"stage": self.name} if self.name else {})})
         return self._weighted_means(values, sizes)
+
+    def _finish_group(self, units: float, counted: bool) -> None:
+        """End of an accumulation group: mean gradient, hooks, clip + step every optimizer, schedules."""
+        if counted:
+            if units != 1.0:
+                grads = {id(p): p.grad for opt in self.optimizers.values() for g in opt.param_groups
+                         for p in g["params"] if p.grad is not None}
+                with torch.no_grad():
+                    for grad in grads.values():
+                        grad.div_(units)
+            for hook in self._hooks["on_after_backward"]:
+                hook(self)
+            for name, opt in self.optimizers.items():
+                self._clip_and_step(opt)
+                for hook in self._hooks["on_after_optimizer_step"]:
+                    hook(self, name)
+            if self.scaler is not None:
+                self.scaler.update()
+        else:                                      # nothing counted in the whole group: no update
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+        self._advance()
 
     def _advance(self) -> None:
         self.step += 1
@@ -179,33 +284,48 @@ class Learner:
             s.step()
 
     @staticmethod
-    def _weighted_means(values: dict[str, list], sizes: list[int]) -> dict[str, float]:
+    def _weighted_means(values: dict[str, list], sizes: list[float]) -> dict[str, float]:
+        """Count-weighted means over the batches that reported each key (a critic updated every k batches
+        reports its loss on those only); batches with count 0 are left out (their mean may be NaN)."""
         if not sizes:
             return {}
-        w = torch.tensor(sizes, dtype=torch.float64)
+        w_all = torch.tensor(sizes, dtype=torch.float64)
         means = {}
-        for key, vs in values.items():
-            t = torch.tensor([_to_float(v) for v in vs], dtype=torch.float64) if not all(
-                isinstance(v, torch.Tensor) for v in vs) else torch.stack(vs).double().reshape(-1)
-            if len(t) == len(w):
-                means[key] = float((t * w).sum() / w.sum())
+        for key, pairs in values.items():
+            index = torch.tensor([i for i, _ in pairs], dtype=torch.long)
+            vs = [v for _, v in pairs]
+            t = torch.stack(vs).to(torch.float64).reshape(-1) if all(isinstance(v, torch.Tensor) for v in vs) \
+                else torch.tensor([_to_float(v) for v in vs], dtype=torch.float64)
+            if len(t) != len(index):               # a key whose values are not one number per batch
+                continue
+            w = w_all[index]
+            keep = w > 0
+            means[key] = float((t[keep] * w[keep]).sum() / w[keep].sum()) if keep.any() else math.nan
         return means
 
     @torch.no_grad()
     def validate(self, loader, stage: str = "val") -> dict[str, float]:
+        """Count-weighted means of `validation_step` over `loader`, keys prefixed with `stage`."""
+        self._refresh_hooks()
         self._set_train(False)
+        for hook in self._hooks["on_before_validation"]:
+            hook(self, stage)
         self.task.on_validation_start(self, stage)
         values: dict[str, list] = {}
-        sizes: list[int] = []
+        sizes: list[float] = []
         for batch in loader:
             batch = self.to_device(batch)
             with self.autocast():
                 out = self.task.validation_step(batch, self)
-            sizes.append(self.task.batch_size(batch))
+            sizes.append(self._count(out, batch))
             for key, v in out.items():
-                values.setdefault(key, []).append(v.detach().float() if isinstance(v, torch.Tensor) else float(v))
+                if key != COUNT:
+                    values.setdefault(key, []).append((len(sizes) - 1, v.detach() if isinstance(v, torch.Tensor)
+                                                       else float(v)))
         metrics = {f"{stage}_{k}": v for k, v in self._weighted_means(values, sizes).items()}
         metrics.update({f"{stage}_{k}": float(v) for k, v in self.task.on_validation_end(self, stage).items()})
+        for hook in self._hooks["on_after_validation"]:
+            hook(self, stage, metrics)
         self._set_train(True)
         return metrics
 
@@ -229,11 +349,12 @@ class Learner:
             raise UserError("fit() needs a train_loader")
         if resume:
             self.try_resume()
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
+        self._refresh_hooks()
+        for hook in self._hooks["on_fit_start"]:
+            hook(self)
         while self.epoch < self.epochs and self.stop_reason is None:
-            for cb in self.callbacks:
-                cb.on_epoch_start(self)
+            for hook in self._hooks["on_epoch_start"]:
+                hook(self)
             t0 = time.perf_counter()
             train = self._train_epoch()
             first_opt = next(iter(self.optimizers.values()))
@@ -244,22 +365,28 @@ class Learner:
             metrics["time"] = time.perf_counter() - t0
             self.epoch += 1
             self.task.on_epoch_end(self, metrics)
-            for cb in self.callbacks:
-                cb.on_epoch_end(self, metrics)
+            for hook in self._hooks["on_epoch_end"]:
+                hook(self, metrics)
             self.history.append(metrics)
             improved = self._improved(metrics)
             if improved and self.monitor in metrics:
                 self.best = metrics[self.monitor]
+            self._last_improved = improved
             if self.run is not None:
-                self.run.append_metrics({**metrics, **({"stage": self.name} if self.name else {})})
+                # checkpoints first, then the row: a killed run never has a row no checkpoint holds, and a
+                # resume re-copies `best` if the kill came between `last` and its copy
                 self.save_checkpoint("last")
                 if improved:
                     self._copy_checkpoint("last", "best")
+                self.run.append_metrics(self._row(metrics))
         if self.stop_reason and self.run is not None:
             self.run.log(self.stop_reason)
-        for cb in self.callbacks:
-            cb.on_fit_end(self)
+        for hook in self._hooks["on_fit_end"]:
+            hook(self)
         return self.history
+
+    def _row(self, metrics: dict) -> dict:
+        return {**metrics, **({"stage": self.name} if self.name else {})}
 
     # checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -272,7 +399,7 @@ class Learner:
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks if cb.name},
             "rng": rng_state(),
             "epoch": self.epoch, "step": self.step, "best": self.best, "history": self.history,
-            "stop_reason": self.stop_reason,
+            "stop_reason": self.stop_reason, "improved": self._last_improved,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -292,6 +419,7 @@ class Learner:
         set_rng_state(state["rng"])
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best"]
         self.history, self.stop_reason = list(state["history"]), state["stop_reason"]
+        self._last_improved = bool(state.get("improved", False))
 
     def save_checkpoint(self, which: str = "last"):
         return save_state(self.checkpoint_path(which), self.state_dict())
@@ -305,14 +433,62 @@ class Learner:
     def load_checkpoint(self, which: str = "last") -> None:
         self.load_state_dict(load_state(self.checkpoint_path(which)))
 
-    def try_resume(self) -> bool:
-        """Continue from `last` if it exists; drop metric lines logged after it. True if resumed."""
+    def try_resume(self) -> str | None:
+        """Continue from this stage's `last` checkpoint. Returns what it resumed from ("epoch 3, step 420")
+        or None when there is nothing to resume (the stage starts over). Either way the stage's rows in
+        metrics.jsonl are made to agree with the checkpoint: epoch rows are rewritten from the checkpoint's
+        own history, step rows (`log_every`) past its step are dropped; with no checkpoint all of the
+        stage's rows go, so a restarted stage never duplicates history."""
+        if self.run is None:
+            return None
+        stage = f" {self.name}" if self.name else ""
         path = self.checkpoint_path("last")
-        if path is None or not path.exists():
-            return False
+        if not path.exists():
+            dropped = self._rewrite_stage_rows([], -1)
+            if dropped:
+                self.run.log(f"no checkpoint{stage} to resume from: starting over, dropped {dropped} metric rows")
+            return None
         self.load_checkpoint("last")
-        name, epoch, step = self.name, self.epoch, self.step
-        self.run.truncate_metrics(lambda r: r.get("stage", "") != name or (
-            r.get("epoch", 0) <= epoch and r.get("step", 0) <= step))
-        self.run.log(f"resumed{' ' + name if name else ''} at epoch {epoch}, step {step}")
-        return True
+        if self._last_improved:                # a kill between `last` and its copy as `best`
+            self._copy_checkpoint("last", "best")
+        self._rewrite_stage_rows(self.history, self.step)
+        where = f"epoch {self.epoch}, step {self.step}"
+        self.run.log(f"resumed{stage} at {where}")
+        return where
+
+    def _rewrite_stage_rows(self, history: list[dict], step: int) -> int:
+        """Make this stage's metrics.jsonl rows equal `history` (epoch rows, from the checkpoint) plus its
+        step rows up to `step`; other stages' rows stay as they are. Rows the file has but the checkpoint
+        does not are dropped (one atomic rewrite), rows the checkpoint has but the file lacks (a kill between
+        checkpoint and row) are appended. Returns how many rows were dropped."""
+        name = self.name
+        wanted = {(h.get("epoch"), h.get("step")): j for j, h in enumerate(history)}
+        found: dict[tuple, int] = {}
+
+        def keep(r) -> bool:                     # for this stage's rows, in file order
+            if "time" not in r:                  # a `log_every` step row
+                return isinstance(r.get("step"), (int, float)) and r["step"] <= step
+            key = (r.get("epoch"), r.get("step"))
+            if key in wanted and key not in found and _same_row(r, self._row(history[wanted[key]])):
+                found[key] = wanted[key]
+                return True
+            return False                         # past the checkpoint, from another attempt, or a duplicate
+
+        mine = [r for r in self.run.history() if r.get("stage", "") == name]
+        kept = [r for r in mine if keep(r)]
+        missing = [h for h in history if (h.get("epoch"), h.get("step")) not in found]
+        kept_steps = [r["step"] for r in kept if "time" not in r]
+        in_order = not missing or (max(found.values(), default=-1) < wanted[
+            (missing[0].get("epoch"), missing[0].get("step"))] and all(s <= missing[0].get("step", 0)
+                                                                     for s in kept_steps))
+        if in_order:
+            append = [self._row(h) for h in missing]
+        else:                                    # rows lost from the middle: rewrite the whole stage
+            append = sorted([r for r in kept if "time" not in r] + [self._row(h) for h in history],
+                            key=lambda r: (r.get("step", 0), "time" in r))
+        if len(kept) < len(mine) or not in_order:
+            found.clear()
+            self.run.truncate_metrics(lambda r: r.get("stage", "") != name or (in_order and keep(r)))
+        for r in append:
+            self.run.append_metrics(r)
+        return len(mine) - len(kept)

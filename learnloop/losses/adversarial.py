@@ -15,8 +15,20 @@ With s_r = D(x) on real data, s_f = D(G(z)) on generated data and sigma the logi
 - "least-squares" (Mao et al., 2017, LSGAN with a=0, b=1, c=1):
       L_D = 1/2 E (s_r - 1)^2 + 1/2 E s_f^2,               L_G = 1/2 E (s_f - 1)^2
 
-`ADVERSARIAL_LOSSES[name]` gives the pair (d_loss(s_r, s_f), g_loss(s_f)); `real_threshold(name)` is the
-score above which D calls a sample real (used for D's accuracy and the divergence check).
+`ADVERSARIAL_LOSSES[name]` gives the pair (d_loss(s_r, s_f), g_loss(s_f)); its `threshold` is the score
+above which D calls a sample real (used for D's accuracy and the divergence check).
+
+The other terms a generator's loss adds to the adversarial one (weights are the recipe's), with y_hat the
+generated tensor and y its reference, means over all elements:
+
+- reconstruction "l1": E |y_hat - y|, Pix2Pix (Isola et al., 2017): L_G = L_cGAN + lambda E||y - G(x)||_1,
+  lambda = 100; "l2": E (y_hat - y)^2;
+- cycle consistency (Zhu et al., 2017, CycleGAN, eq. 2): E ||F(G(x)) - x||_1 + E ||G(F(y)) - y||_1,
+  lambda = 10; and the identity term E ||G(y) - y||_1 (their sec. 5.2, weight lambda / 2): both are L1
+  terms between named tensors (`reconstruction_loss("l1", ...)`);
+- feature / perceptual (Johnson, Alahi & Fei-Fei, 2016; the VGG content loss of SRGAN, Ledig et al., 2017):
+  E (phi(y_hat) - phi(y))^2 for a fixed network phi ("l2"; "l1" gives E |phi(y_hat) - phi(y)|); the target's
+  features carry no gradient.
 """
 
 from __future__ import annotations
@@ -102,3 +114,28 @@ def discriminator_accuracy(name: str, real: Tensor, fake: Tensor) -> Tensor:
     if name == "wasserstein":
         t = (real.mean() + fake.mean()) / 2
     return ((real > t).float().sum() + (fake <= t).float().sum()) / (real.numel() + fake.numel())
+
+
+# --- reconstruction, cycle, identity and feature terms -----------------------------------------------------
+RECONSTRUCTIONS = ("l1", "l2")
+
+
+def reconstruction_loss(kind: str, output: Tensor, target: Tensor) -> Tensor:
+    """E |output - target| ("l1") or E (output - target)^2 ("l2"), a mean over every element."""
+    if output.shape != target.shape:
+        raise ValueError(f"{kind} term: output {tuple(output.shape)} and target {tuple(target.shape)} differ in "
+                         "shape")
+    if kind == "l1":
+        return (output - target).abs().mean()
+    if kind == "l2":
+        return (output - target).pow(2).mean()
+    raise ValueError(f"unknown reconstruction distance '{kind}'; choose from {', '.join(RECONSTRUCTIONS)}")
+
+
+def feature_loss(features: Callable[[Tensor], Tensor], output: Tensor, target: Tensor, distance: str = "l2"
+                 ) -> Tensor:
+    """Perceptual loss: `reconstruction_loss(distance, phi(output), phi(target))`, phi = `features` (a fixed
+    network; gradients reach `output` through it, never `target`)."""
+    with torch.no_grad():
+        reference = features(target)
+    return reconstruction_loss(distance, features(output), reference)

@@ -10,6 +10,15 @@
   gamma / 2 * R1.
 The penalties are built with `create_graph=True`, so back-propagating them trains D (double backprop).
 `critic` is any callable x -> scores (for a conditional D pass `lambda x: D(x, y)`).
+
+Lazy regularization (Karras et al., 2020, StyleGAN2, sec. 3.1): a penalty R with weight lambda is computed
+only on every k-th update of its player and multiplied by k there,
+
+    L_t = L_main,t + s_t * lambda * R_t,   s_t = k if t mod k == 0 else 0   (t = the player's update index),
+
+so its expected contribution per update is still lambda * R while it costs 1/k as much (`lazy_scale`);
+k = 1 is the ordinary, every-step penalty. (StyleGAN2 also scales the optimizer's rate and betas by
+k / (k + 1), which we leave to the optimizer settings.)
 """
 
 from __future__ import annotations
@@ -60,4 +69,12 @@ def r1_penalty(critic: Critic, real: torch.Tensor) -> torch.Tensor:
     return _input_gradient_sq_norms(critic, real).mean()
 
 
-REGULARIZERS = ("none", "clip", "gp", "r1")
+def lazy_scale(update: int, every: int) -> int:
+    """s_t of lazy regularization: `every` on the updates t (0-based) with t mod every == 0, else 0."""
+    if every < 1:
+        raise ValueError(f"a regularizer's interval must be >= 1, got {every}")
+    return every if update % every == 0 else 0
+
+
+PENALTIES = ("gp", "r1")                      # input-gradient penalties added to a critic's loss
+REGULARIZERS = ("none", "clip", *PENALTIES)   # what a GAN config may choose (clip is a callback)

@@ -8,8 +8,11 @@ maps the checkpoint's names onto ours: query/key/value stack into `self_attn.in_
 attention.output.dense -> self_attn.out_proj, attention.output.LayerNorm -> norm1,
 intermediate.dense -> linear1, output.dense -> linear2, output.LayerNorm -> norm2.
 
-Sentence embedding (sentence-transformers' mean pooling): the mean of the last layer's token features over
-non-padding positions. `BertTokenTagger` adds a dropout + linear token-classification head.
+Sentence embedding, the module list all-MiniLM-L6-v2 declares in modules.json (sentence-transformers'
+Transformer -> Pooling -> Normalize): mean pooling u = sum_t m_t h_t / sum_t m_t over the non-padding
+positions (m_t = 1 at real tokens), then L2 normalisation e = u / max(||u||_2, 1e-12), so the dot product of
+two embeddings is their cosine similarity. `sentence_embedding(..., normalize=False)` returns u.
+`BertTokenTagger` adds a dropout + linear token-classification head.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from learnloop.errors import CorruptFileError, UserError
@@ -83,10 +87,13 @@ class BertEncoder(nn.Module):
         mask = attention_mask if attention_mask is not None else ids != self.config.pad_token_id
         return self.encoder(self.embeddings(ids, token_type_ids), src_key_padding_mask=~mask.bool())
 
-    def sentence_embedding(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def sentence_embedding(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                           normalize: bool = True) -> torch.Tensor:
+        """(B, T) ids -> (B, hidden): mean pooling, then (by default) L2 normalisation (module docstring)."""
         mask = (attention_mask if attention_mask is not None else ids != self.config.pad_token_id).float()
         h = self(ids, mask)
-        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1e-9)
+        u = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp_min(1e-9)
+        return F.normalize(u, p=2.0, dim=1) if normalize else u
 
 
 def hf_to_learnloop(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:

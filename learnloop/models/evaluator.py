@@ -15,6 +15,8 @@ features, then Dropout, Linear(D, 10) = logits; probabilities p(y|x) = softmax(l
 The trained weights ship with the package (`learnloop/assets/fashion_evaluator.safetensors`, written by
 `bench/train_evaluator.py`), as do the reference statistics mu = mean(phi), Sigma = cov(phi) of the train
 and test splits (`fashion_evaluator_stats.safetensors`, float64) and a JSON card with its test accuracy.
+Generative evaluation takes it by name, `learnloop.evaluation.get_extractor("fashion")` (the default), which
+also fits images of other sizes and channel counts to its 1 x 28 x 28 input by one documented rule.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ Every conv is BasicConv2d = conv (no bias) -> BatchNorm2d(eps=0.001) -> ReLU.
 Input pipeline (pytorch-fid): images x in [0, 1] (grey images are repeated to 3 channels) are resized to
 299 x 299 with bilinear interpolation (align_corners=False), then mapped to [-1, 1] by x <- 2x - 1.
 `forward` returns the 2048-d global-average-pooled features phi(x) (the `pool_3` activations used by FID
-and KID); `logits = fc(phi)` (1008 classes, as in the TF graph) feed the Inception Score.
+and KID); `logits = fc(phi)` (1008 classes, as in the TF graph) feed the Inception Score. `pool3(x)` is the
+network without that input pipeline, for callers that prepare images themselves (the "inception-v3"
+extractor of `learnloop.evaluation.extractors`).
 
 Module names equal torchvision's and pytorch-fid's (`Conv2d_1a_3x3.conv.weight`, `Mixed_5b.branch1x1.bn.
 running_mean`, ..., `fc.weight`), so the state dict of `pt_inception-2015-12-05-6726825d.pth` loads
@@ -181,7 +183,11 @@ class FIDInceptionV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """phi(x): (N, 2048) pool_3 features of float images in [0, 1]."""
-        x = self.preprocess(x)
+        return self.pool3(self.preprocess(x))
+
+    def pool3(self, x: torch.Tensor) -> torch.Tensor:
+        """phi(x) of already preprocessed images (N, 3, H, W) in [-1, 1] (H, W >= 75; FID uses 299): what
+        `learnloop.evaluation.extractors` calls after its own resize rule."""
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))

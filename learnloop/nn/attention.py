@@ -12,6 +12,14 @@ d_k = `head_dim` = embed_dim / h features; M (`mask`) is an additive mask, 0 whe
   so output i depends on inputs 0..i only (decoder self-attention).
 Boolean masks follow torch.nn.MultiheadAttention: True means "may NOT attend"; float masks are added.
 
+A query that may attend to no key at all (its row of M is all -inf: a fully padded sequence, or a left-padded
+position under the look-ahead mask) gets weights 0 and attention output 0, so the layer returns out_proj's
+bias there. This is what torch.nn.MultiheadAttention returns with need_weights=False (its SDPA and fast
+paths); plain softmax would give 0/0 = NaN, and that NaN would reach real positions of the next layer
+through 0 * NaN in weights @ V. Deliberate difference: torch with need_weights=True returns NaN output and
+NaN weights in such a row; ours returns the same zeros as with need_weights=False, and weights of 0 there
+(so such a row of the returned weights sums to 0, every other row to 1).
+
 `MultiheadAttention` has the constructor, parameter names (`in_proj_weight` stacks [W^Q; W^K; W^V],
 `out_proj` is W^O) and forward signature of `torch.nn.MultiheadAttention`, so a torch state dict loads
 unchanged. One addition, keyword-only: `kv_cache`, a `KVCache` that keeps the projected keys and values
@@ -58,11 +66,18 @@ def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                                  dropout_p: float = 0.0, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1 on (..., L, d_k) queries, (..., S, d_k) keys, (..., S, d_v) values; `mask` is additive (or bool,
-    True = hidden) and broadcasts to (..., L, S). Returns (output (..., L, d_v), weights (..., L, S))."""
+    True = hidden) and broadcasts to (..., L, S). Returns (output (..., L, d_v), weights (..., L, S)).
+    A query row with every key hidden (all -inf) has weights 0 and output 0, like
+    `torch.nn.functional.scaled_dot_product_attention`; its gradient is 0 too."""
     scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
-    if mask is not None:
+    if mask is None:
+        weights = scores.softmax(dim=-1)
+    else:
         scores = scores + additive_mask(mask, scores.dtype)
-    weights = scores.softmax(dim=-1)
+        # a query whose keys are all hidden gets all-zero weights (so output 0), as torch's SDPA does: softmax
+        # of an all -inf row is 0/0 = NaN, which would reach real positions of the next layer through 0 * NaN
+        hidden = (scores == float("-inf")).all(dim=-1, keepdim=True)
+        weights = scores.masked_fill(hidden, 0.0).softmax(dim=-1).masked_fill(hidden, 0.0)
     if dropout_p > 0.0 and training:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights

@@ -1,58 +1,58 @@
-"""Running recipes: the Python API behind the CLI (`learnloop.run`, `learnloop.resume`, eval, lr-find)."""
+"""The runtime: drives a recipe's parts for `run`, `resume`, `eval`, `lr-find` and `predict`.
+
+    run:     config -> run folder -> data -> for each stage: build, fit (resumable), best weights back
+             -> evaluate -> metrics.json
+    resume:  the same from the folder's config; each stage continues from its `last` checkpoint, a
+             finished stage is not trained again
+    eval:    load_run (best weights) -> data -> evaluate -> eval.json
+    lr-find: data -> the single stage's task -> LR range test
+    predict: load_run -> predictor -> outputs
+No recipe needs glue for any of these: they use only the declared parts (learnloop.recipes.base).
+"""
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from learnloop.engine.callbacks import EarlyStopping, ProgressBar, ReloadBest, TensorBoardLogger
+from learnloop.engine.learner import Learner
 from learnloop.engine.run import RunFolder
 from learnloop.errors import TrainingDiverged, UserError
-from learnloop.recipes.base import Recipe, RunContext, registered
-from learnloop.recipes.config import apply_overrides, from_dict, parse_set, to_dict, validate
+from learnloop.recipes.base import Recipe, get_recipe, recipes
+from learnloop.recipes.config import apply_overrides, flat_fields, parse_set, to_dict, validate
+from learnloop.recipes.runs import LoadedRun, load_run, load_upstream, read_run_config
+from learnloop.recipes.sections import learner_settings
 from learnloop.utils.io import write_json
 from learnloop.utils.seed import seed_everything
 
-# modules that register recipes (imported on first use, so `learnloop --help` stays fast)
-RECIPE_MODULES = (
-    "learnloop.recipes.classic",
-    "learnloop.recipes.sequence",
-    "learnloop.recipes.gan",
-    "learnloop.recipes.transformer",
-    "learnloop.recipes.evaluation",
-)
 QUICKSTART = "mlp-digits"
+TRACKERS = (None, "", "none", "tensorboard")
 
-
-def recipes() -> dict[str, Recipe]:
-    for m in RECIPE_MODULES:
-        importlib.import_module(m)
-    return registered()
-
-
-def get_recipe(name: str) -> Recipe:
-    all_recipes = recipes()
-    if name not in all_recipes:
-        raise UserError(f"unknown recipe '{name}'; choose from: {', '.join(sorted(all_recipes))}")
-    return all_recipes[name]
+__all__ = ["Run", "evaluate_run", "get_recipe", "lr_find_recipe", "predict_run", "recipes", "resume_run",
+           "run_recipe"]
 
 
 @dataclass
 class Run:
-    """What a finished run hands back: its folder, final metrics, config and in-memory outputs."""
+    """What a finished run hands back: its folder, final metrics, config and trained tasks."""
 
     folder: Path
     metrics: dict
     config: object
-    outputs: dict = field(default_factory=dict)
+    loaded: LoadedRun | None = None
 
     @property
     def model(self):
-        return self.outputs.get("model")
+        return self.loaded.model if self.loaded is not None and self.loaded.tasks else None
+
+    @property
+    def tasks(self) -> dict:
+        return self.loaded.tasks if self.loaded is not None else {}
 
 
 def _git_commit() -> str | None:
@@ -74,95 +74,205 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise UserError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def _check_device(device) -> str:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"device {device!r} is not supported; use cpu or cuda")
+    return str(device)
+
+
 def build_config(recipe: Recipe, overrides: dict | None = None, epochs: int | None = None):
     cfg = recipe.config()
     overrides = dict(overrides or {})
     if epochs is not None:
-        if not hasattr(cfg, "epochs"):
-            raise UserError(f"recipe '{recipe.name}' has no epochs setting")
-        overrides["epochs"] = epochs
+        leaves = flat_fields(cfg)
+        key = "train.epochs" if "train.epochs" in leaves else "epochs" if "epochs" in leaves else None
+        if key is None:
+            raise UserError(f"recipe '{recipe.name}' has no single epochs setting; use --set (see `learnloop show "
+                            f"{recipe.name}`)")
+        overrides[key] = epochs
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
     return cfg
 
 
-def _execute(recipe: Recipe, cfg, ctx: RunContext) -> Run:
+class _Session:
+    """One invocation's settings shared by the stages it trains."""
+
+    def __init__(self, folder: RunFolder, seed: int, *, resume=False, progress=None, track=None, device="cpu",
+                 quiet=False):
+        self.folder, self.seed, self.resume = folder, seed, resume
+        self.progress, self.track, self.device, self.quiet = progress, track, device, quiet
+
+    def learner(self, stage, task, train, val) -> Learner:
+        t = stage.train
+        cbs = [ProgressBar(self.progress), *(stage.callbacks(task) if stage.callbacks else [])]
+        if t.patience > 0 and stage.monitor:
+            cbs.append(EarlyStopping(stage.monitor, t.patience, stage.mode))
+        if self.track == "tensorboard":
+            cbs.append(TensorBoardLogger(self.folder.path / "tensorboard" / stage.name))
+        cbs.append(ReloadBest())                     # evaluation after fit sees the best weights
+        return Learner(task, train, val, run=self.folder, name=stage.name, callbacks=cbs, device=self.device,
+                       monitor=stage.monitor, mode=stage.mode, **learner_settings(t))
+
+
+def _say(folder: RunFolder, quiet: bool, message: str) -> None:
+    LoadedRun(folder, None, None, 0, {}, quiet=quiet).say(message)
+
+
+def _prepare(recipe: Recipe, cfg, seed: int):
+    """Seed, upstream runs and data: everything that can fail on the user's input before training starts."""
+    seed_everything(seed)
+    return load_upstream(recipe, cfg), recipe.parts.data(cfg, seed)
+
+
+def _train_and_evaluate(recipe: Recipe, cfg, session: _Session, prepared) -> Run:
     start = time.perf_counter()
-    seed_everything(ctx.seed)
-    try:
-        metrics = recipe.fn(cfg, ctx) or {}
-    except TrainingDiverged as e:
-        ctx.run.write_metrics({"status": "diverged", "error": str(e)})
-        ctx.run.log(f"diverged: {e}")
-        raise
+    folder, parts = session.folder, recipe.parts
+    upstream, data = prepared
+    write_json(folder.path / "data.json", data.info)
+    run = LoadedRun(folder, recipe, cfg, session.seed, data.info, upstream=upstream, quiet=session.quiet)
+    for stage in parts.stages(cfg, data.info, upstream):
+        task = stage.build(run.tasks)
+        train, val = stage.loaders(data)
+        learner = session.learner(stage, task, train, val)
+        label = f"stage '{stage.name}'" if stage.name else "training"
+        if session.resume:
+            where = learner.try_resume()
+            done = learner.epoch >= learner.epochs or learner.stop_reason
+            if where and done:
+                run.say(f"{label}: finished earlier ({where if isinstance(where, str) else f'epoch {learner.epoch}'})")
+            elif where:
+                run.say(f"{label}: resuming from {where if isinstance(where, str) else f'epoch {learner.epoch}'}")
+            else:
+                run.say(f"{label}: no checkpoint to resume from; starting over")
+        try:
+            learner.fit()
+        except TrainingDiverged as e:
+            if not stage.may_diverge:
+                raise
+            run.diverged[stage.name] = str(e)
+            run.say(f"{label} diverged: {e}")
+        run.callback_states[stage.name] = {cb.name: cb.state_dict() for cb in learner.callbacks if cb.name}
+        run.tasks[stage.name] = task
+    metrics = parts.evaluate(cfg, run, data) or {}
+    return _finish(folder, cfg, metrics, start, session.quiet, run)
+
+
+def _finish(folder: RunFolder, cfg, metrics: dict, start: float, quiet: bool, run) -> Run:
     metrics = {**metrics, "status": "finished", "wall_time_s": round(time.perf_counter() - start, 2)}
-    ctx.run.write_metrics(metrics)
-    ctx.say(f"metrics: {ctx.run.metrics_path}")
-    if any(ctx.run.plots.iterdir()):
-        ctx.say(f"plots:   {ctx.run.plots}")
-    return Run(ctx.run.path, metrics, cfg, ctx.outputs)
+    folder.write_metrics(metrics)
+    _say(folder, quiet, f"metrics: {folder.metrics_path}")
+    if folder.plots.is_dir() and any(folder.plots.iterdir()):
+        _say(folder, quiet, f"plots:   {folder.plots}")
+    return Run(folder.path, metrics, cfg, run)
+
+
+def _execute(recipe: Recipe, cfg, session: _Session, prepared) -> Run:
+    try:
+        return _train_and_evaluate(recipe, cfg, session, prepared)
+    except TrainingDiverged as e:
+        session.folder.write_metrics({"status": "diverged", "error": str(e)})
+        session.folder.log(f"diverged: {e}")
+        raise
 
 
 def run_recipe(name: str | None = None, *, set: list[str] | dict | None = None, seed: int = 0,
                out: str | os.PathLike = "runs", epochs: int | None = None, progress: bool | None = None,
                track: str | None = None, device: str = "cpu", quiet: bool = False, **fields) -> Run:
-    """Run recipe `name` (None: the quickstart). `set` takes ["key=value", ...] or {key: value};
-    other keyword arguments are config fields, e.g. `run("mlp-fashion", epochs=1, lr=3e-3)`."""
-    recipe = get_recipe(name or QUICKSTART)
+    """Run recipe `name` (None: the quickstart). `set` takes ["key=value", ...] or {dotted key: value};
+    other keyword arguments are config keys with "__" for ".", e.g. `run("mlp-fashion", train__epochs=1)`."""
+    recipe = get_recipe(QUICKSTART if name is None else name)
     overrides = parse_set(set) if isinstance(set, (list, tuple)) else dict(set or {})
-    overrides.update(fields)
-    if track not in (None, "", "none", "tensorboard"):
-        raise UserError(f"--track must be 'tensorboard' (or omitted), got '{track}'")
+    overrides.update({k.replace("__", "."): v for k, v in fields.items()})
+    if track not in TRACKERS:
+        raise UserError(f"--track must be 'tensorboard' (or omitted), got {track!r}")
+    seed, device = _check_seed(seed), _check_device(device)
     cfg = build_config(recipe, overrides, epochs)
+    prepared = _prepare(recipe, cfg, seed)
     folder = RunFolder.create(out, recipe.name, {
         "recipe": recipe.name, "seed": seed, "config": to_dict(cfg), "track": track or None,
         "device": device, "versions": _versions(), "git_commit": _git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    ctx = RunContext(folder, seed=seed, progress=progress, track=track if track != "none" else None,
-                     device=device, quiet=quiet)
-    ctx.say(f"run folder: {folder.path}")
-    return _execute(recipe, cfg, ctx)
+    session = _Session(folder, seed, progress=progress, track=track if track != "none" else None, device=device,
+                       quiet=quiet)
+    _say(folder, quiet, f"run folder: {folder.path}")
+    return _execute(recipe, cfg, session, prepared)
 
 
 def resume_run(run_dir, *, progress: bool | None = None, quiet: bool = False) -> Run:
     """Continue a run from its folder: same config and seed; each stage restarts from its last checkpoint."""
     folder = RunFolder.open(run_dir)
-    config = folder.config()
-    recipe = get_recipe(config.get("recipe", "?"))
-    cfg = from_dict(recipe.config, config["config"])
-    ctx = RunContext(folder, seed=config.get("seed", 0), resume=True, progress=progress,
-                     track=config.get("track"), device=config.get("device", "cpu"), quiet=quiet)
-    ctx.say(f"resuming run folder: {folder.path}")
-    return _execute(recipe, cfg, ctx)
+    recipe, cfg, seed, raw = read_run_config(folder)
+    track = raw.get("track") if raw.get("track") in TRACKERS else None
+    device = _check_device(raw.get("device", "cpu") if isinstance(raw.get("device", "cpu"), str) else "cpu")
+    remove_stale = getattr(folder, "remove_stale_temp_files", None)
+    if remove_stale is not None:
+        remove_stale()
+    session = _Session(folder, seed, resume=True, progress=progress, track=track, device=device, quiet=quiet)
+    _say(folder, quiet, f"resuming run folder: {folder.path}")
+    return _execute(recipe, cfg, session, _prepare(recipe, cfg, seed))
 
 
 def evaluate_run(run_dir, *, progress: bool | None = None, quiet: bool = False) -> dict:
-    """Re-evaluate a run's best checkpoint with its recipe's full metric set; writes eval.json."""
+    """Re-evaluate a run's best checkpoints with its recipe's full metric set; writes eval.json."""
     folder = RunFolder.open(run_dir)
-    config = folder.config()
-    recipe = get_recipe(config.get("recipe", "?"))
-    if recipe.evaluate is None:
-        raise UserError(f"recipe '{recipe.name}' has no separate evaluation; see {folder.metrics_path}")
-    cfg = from_dict(recipe.config, config["config"])
-    ctx = RunContext(folder, seed=config.get("seed", 0), progress=progress, quiet=quiet)
-    seed_everything(ctx.seed)
-    metrics = recipe.evaluate(cfg, ctx)
+    recipe, cfg, seed, _ = read_run_config(folder)
+    run = load_run(folder.path)
+    run.quiet = quiet
+    seed_everything(seed)
+    metrics = recipe.parts.evaluate(cfg, run, recipe.parts.data(cfg, seed)) or {}
     write_json(folder.path / "eval.json", metrics)
     return metrics
 
 
 def lr_find_recipe(name: str, *, set: list[str] | None = None, seed: int = 0, out: str | os.PathLike = "runs",
                    steps: int = 100, lr_min: float = 1e-7, lr_max: float = 10.0):
+    """Learning-rate range test on a recipe's single trained stage (automatic optimisation)."""
     from learnloop.engine.lr_finder import lr_find
 
     recipe = get_recipe(name)
-    if recipe.build is None:
-        raise UserError(f"recipe '{name}' does not support lr-find (it is not a single supervised training)")
-    cfg = build_config(recipe, parse_set(set))
-    seed_everything(seed)
-    learner = recipe.build(cfg)
+    cfg = build_config(recipe, parse_set(set) if isinstance(set, (list, tuple)) else dict(set or {}))
+    upstream, data = _prepare(recipe, cfg, _check_seed(seed))
+    stages = recipe.parts.stages(cfg, data.info, upstream)
+    if len(stages) != 1:
+        raise UserError(f"lr-find needs a recipe that trains one model; '{name}' trains {len(stages)} "
+                        "(run lr-find on the recipe of the part you want to tune)")
+    stage = stages[0]
+    task = stage.build({})
+    if not task.automatic_optimization:
+        raise UserError(f"lr-find needs one loss and one optimizer; '{name}' steps its optimizers itself")
+    train, val = stage.loaders(data)
+    learner = Learner(task, train, val, **learner_settings(stage.train))
     result = lr_find(learner, lr_min=lr_min, lr_max=lr_max, steps=steps)
     path = Path(out) / name / f"lr_find-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path.parent}: cannot write there ({e.strerror})") from None
     result.plot(path)
     return result, path
+
+
+def predict_run(run_dir, inputs: list[str], *, which: str = "best") -> list[dict]:
+    """Apply a run's predictor to raw inputs (file paths, texts, ids: what its recipe's predictor takes)."""
+    run = load_run(run_dir, which)
+    predictor = run.recipe.parts.predictor(run)
+    if predictor is None:
+        raise UserError(f"recipe '{run.recipe.name}' has no predictor (it makes no predictions from user input)")
+    if not inputs:
+        raise UserError(f"predict needs at least one input: {predictor.inputs}")
+    return predictor(list(inputs))

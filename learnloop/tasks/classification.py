@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from learnloop.engine.optim import make_optimizer
+from learnloop.engine.optim import OptimConfig, build_optimizer
 from learnloop.engine.task import Task
 from learnloop.losses.classification import classification_loss
 from learnloop.metrics.classification import accuracy, confusion_matrix, precision_recall_f1, predictions
@@ -18,11 +18,11 @@ Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Classification(Task):
-    def __init__(self, model: torch.nn.Module, num_classes: int, optimizer: str = "adamw", lr: float = 1e-3,
-                 weight_decay: float = 0.0, momentum: float = 0.9, loss_fn: Callable | None = None,
-                 metrics: dict[str, Metric] | None = None, label_smoothing: float = 0.0):
+    def __init__(self, model: torch.nn.Module, num_classes: int, optim: OptimConfig | None = None, *,
+                 loss_fn: Callable | None = None, metrics: dict[str, Metric] | None = None,
+                 label_smoothing: float = 0.0):
         self.model, self.num_classes = model, num_classes
-        self.optimizer, self.lr, self.weight_decay, self.momentum = optimizer, lr, weight_decay, momentum
+        self.optim = optim or OptimConfig()
         self.loss_fn = loss_fn or (lambda z, y: classification_loss(z, y, label_smoothing))
         self.metrics = {"accuracy": accuracy} if metrics is None else metrics
         self.confusion: dict[str, torch.Tensor] = {}
@@ -32,7 +32,7 @@ class Classification(Task):
         return {"model": self.model}
 
     def configure_optimizers(self):
-        return make_optimizer(self.optimizer, self.model.parameters(), self.lr, self.weight_decay, self.momentum)
+        return build_optimizer(self.optim, self.model.parameters())
 
     def _step(self, batch):
         x, y = batch[0], batch[1]

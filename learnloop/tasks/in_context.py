@@ -9,9 +9,12 @@ Validation also reports `err_k`, the normalised error with k in-context examples
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from learnloop.engine.optim import make_optimizer
+from learnloop.data.loader import EpochLoader
+from learnloop.engine.optim import OptimConfig, build_optimizer
 from learnloop.engine.task import Task
 
 
@@ -22,29 +25,41 @@ def linear_regression_prompts(batch: int, n_points: int, n_dims: int, g: torch.G
     return xs, (xs @ w).squeeze(-1)
 
 
-class PromptLoader:
+class PromptLoader(EpochLoader):
     """`batches` freshly drawn (xs, ys) prompt batches per epoch, seeded by (seed, epoch); with
-    `fixed=True` every epoch repeats epoch 0 (a fixed validation set)."""
+    `fixed=True` every epoch repeats epoch 0 (a fixed validation set).
 
-    def __init__(self, batches: int, batch_size: int, n_points: int, n_dims: int, seed: int = 0, fixed: bool = False):
-        self.batches, self.batch_size, self.n_points, self.n_dims = batches, batch_size, n_points, n_dims
-        self.seed, self.fixed, self.epoch = seed, fixed, 0
+    The unit of the epoch order is a whole prompt batch: the global stream is the world_size=1 one,
+    extended to ceil(batches / world_size) * world_size batches, and rank r keeps batches r, r + world_size,
+    ... (every rank draws the whole stream, which is cheap, so the ranks together see the same prompts
+    as one process)."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    salt = 7
 
-    def __len__(self) -> int:
-        return self.batches
+    def __init__(self, batches: int, batch_size: int, n_points: int, n_dims: int, seed: int = 0, fixed: bool = False,
+                 *, rank: int = 0, world_size: int = 1):
+        super().__init__(1, seed=seed, rank=rank, world_size=world_size)
+        self.batches, self.prompts_per_batch, self.n_points, self.n_dims = batches, batch_size, n_points, n_dims
+        self.fixed = fixed
+
+    def size(self) -> int:
+        return math.ceil(self.batches / self.world_size) * self.world_size
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + (0 if self.fixed else self.epoch) + 7)
-        for _ in range(self.batches):
-            yield linear_regression_prompts(self.batch_size, self.n_points, self.n_dims, g)
+        g = self.generator(0 if self.fixed else None)
+        mine = set(self.indices().tolist())
+        for b in range(self.size()):
+            prompts = linear_regression_prompts(self.prompts_per_batch, self.n_points, self.n_dims, g)
+            if b in mine:
+                yield prompts
 
 
 class InContextRegression(Task):
-    def __init__(self, model: torch.nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
-        self.model, self.lr, self.weight_decay = model, lr, weight_decay
+    """`model(xs, ys)` -> (B, n) predictions of ys (entry i from the pairs before i); `optim` is a config's
+    `train.optim` section (default AdamW at 1e-3)."""
+
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig | None = None):
+        self.model, self.optim = model, optim if optim is not None else OptimConfig()
         self._sq: torch.Tensor | None = None
         self._n = 0
 
@@ -52,7 +67,7 @@ class InContextRegression(Task):
         return {"model": self.model}
 
     def configure_optimizers(self):
-        return make_optimizer("adamw", self.model.parameters(), self.lr, self.weight_decay)
+        return build_optimizer(self.optim, self.model.parameters())
 
     def _errors(self, batch) -> torch.Tensor:
         xs, ys = batch

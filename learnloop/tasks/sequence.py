@@ -1,54 +1,39 @@
 """Tasks over sequences: classification of padded batches and next-value regression.
 
 - `SequenceClassification`: batches are (ids (B, T), lengths (B,), labels (B,)); the model is called as
-  model(ids, lengths). Optional ULMFiT fine-tuning (Howard & Ruder, 2018):
-    discriminative rates  eta_l = eta / decay^(L-1-l) for layer group l of L (the head gets eta);
-    gradual unfreezing    in epoch e only the last min(e+1, L) groups train (e = 0: the head only).
-- `SequenceRegression`: batches are (x (B, T, I), y (B, O)) or (x, lengths, y); loss is the mean squared error.
+  model(ids, lengths); loss and metrics as in `Classification`. Fine-tuning schemes are not part of the
+  task: ULMFiT's discriminative rates come in as `param_groups` (e.g.
+  `lambda m: discriminative_param_groups(m.groups(), lr, decay, wd)` from `learnloop.engine.optim`) and
+  gradual unfreezing is the `GradualUnfreezing` callback.
+- `SequenceRegression`: batches are (x (B, T, I), y (B, O)) or (x, lengths, y); loss is the mean squared
+  error, validation adds the mean absolute error.
 Language modelling, recurrent or not, is `learnloop.tasks.token_prediction.TokenPrediction`.
 """
 
 from __future__ import annotations
 
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from learnloop.engine.optim import make_optimizer, param_groups
+from learnloop.engine.optim import OptimConfig, build_optimizer
 from learnloop.engine.task import Task
 from learnloop.tasks.classification import Classification
 
 
 class SequenceClassification(Classification):
-    def __init__(self, model, num_classes: int, optimizer: str = "adamw", lr: float = 1e-3,
-                 weight_decay: float = 0.0, discriminative_decay: float = 0.0, gradual_unfreeze: bool = False,
-                 label_smoothing: float = 0.0):
-        super().__init__(model, num_classes, optimizer, lr, weight_decay, label_smoothing=label_smoothing)
-        self.decay, self.gradual = discriminative_decay, gradual_unfreeze
-        self._frozen_epoch = None
+    """`param_groups(model)`, when given, returns the optimizer's param-group dicts (their own "lr" and
+    "weight_decay" win over `optim`'s); otherwise every parameter trains at `optim.lr`."""
 
-    def _groups(self):
-        return self.model.groups() if hasattr(self.model, "groups") else [list(self.model.parameters())]
+    def __init__(self, model, num_classes: int, optim: OptimConfig | None = None, *, label_smoothing: float = 0.0,
+                 param_groups: Callable[[torch.nn.Module], list[dict]] | None = None):
+        super().__init__(model, num_classes, optim, label_smoothing=label_smoothing)
+        self.param_groups = param_groups
 
     def configure_optimizers(self):
-        groups = self._groups()
-        if not self.decay:
-            return super().configure_optimizers()
-        out = []
-        for k, params in enumerate(groups):
-            lr = self.lr / self.decay ** (len(groups) - 1 - k)
-            out.extend(param_groups(params, self.weight_decay, lr))
-        return make_optimizer(self.optimizer, out, self.lr, self.weight_decay)
-
-    def _apply_unfreezing(self, epoch: int) -> None:
-        if not self.gradual or self._frozen_epoch == epoch:
-            return
-        groups = self._groups()
-        trainable = min(epoch + 1, len(groups))
-        for k, params in enumerate(groups):
-            for p in params:
-                p.requires_grad_(k >= len(groups) - trainable)
-        self._frozen_epoch = epoch
+        params = self.param_groups(self.model) if self.param_groups is not None else self.model.parameters()
+        return build_optimizer(self.optim, params)
 
     def _step(self, batch):
         ids, lengths, y = batch[0], batch[1], batch[2]
@@ -58,23 +43,19 @@ class SequenceClassification(Classification):
             out.update({k: f(logits.detach(), y) for k, f in self.metrics.items()})
         return logits, y, out
 
-    def training_step(self, batch, learner):
-        self._apply_unfreezing(learner.epoch)
-        return self._step(batch)[2]
-
     def predict_step(self, batch, learner):
         return self.model(batch[0], batch[1])
 
 
 class SequenceRegression(Task):
-    def __init__(self, model, optimizer: str = "adamw", lr: float = 3e-3, weight_decay: float = 0.0):
-        self.model, self.optimizer, self.lr, self.weight_decay = model, optimizer, lr, weight_decay
+    def __init__(self, model, optim: OptimConfig | None = None):
+        self.model, self.optim = model, optim or OptimConfig(lr=3e-3)
 
     def modules(self):
         return {"model": self.model}
 
     def configure_optimizers(self):
-        return make_optimizer(self.optimizer, self.model.parameters(), self.lr, self.weight_decay)
+        return build_optimizer(self.optim, self.model.parameters())
 
     def _predict(self, batch):
         return self.model(batch[0], batch[1]) if len(batch) == 3 else self.model(batch[0])

@@ -9,7 +9,8 @@ so one task covers:
 - masked LM (BERT):           inputs (x_masked,),  targets x at masked positions, IGNORE elsewhere
 - encoder-decoder (seq2seq, span corruption): inputs (src, tgt_in), targets tgt_out
 - token classification (NER): inputs (ids,),       targets tag ids (IGNORE on padding / sub-word pieces)
-`batch_size` counts target tokens, so the learner's averages are exact per-token means over the split.
+Every step returns "count", the number of non-ignored target tokens N, so gradient accumulation and the
+learner's averages are exact per-token means over the group / split (`batch_size` counts them too).
 `TokenClassification` adds entity-level precision/recall/F1 (seqeval convention) on validation.
 """
 
@@ -20,17 +21,20 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from learnloop.engine.optim import make_optimizer
-from learnloop.engine.task import Task
+from learnloop.engine.optim import OptimConfig, build_optimizer
+from learnloop.engine.task import COUNT, Task
 from learnloop.metrics.sequence_labeling import entity_scores
 
 IGNORE = -100
 
 
 class TokenPrediction(Task):
-    def __init__(self, model: torch.nn.Module, optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 0.0,
-                 betas: tuple[float, float] = (0.9, 0.999), label_smoothing: float = 0.0, param_groups=None):
-        self.model, self.optimizer, self.lr, self.weight_decay, self.betas = model, optimizer, lr, weight_decay, betas
+    """`optim` names the optimizer (a config's `train.optim` section; default AdamW at 1e-3); `param_groups`
+    (param-group dicts, e.g. discriminative rates) replaces the model's parameters as what it optimizes."""
+
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig | None = None, *, label_smoothing: float = 0.0,
+                 param_groups=None):
+        self.model, self.optim = model, optim if optim is not None else OptimConfig()
         self.label_smoothing, self.param_groups = label_smoothing, param_groups
 
     def modules(self):
@@ -38,7 +42,7 @@ class TokenPrediction(Task):
 
     def configure_optimizers(self):
         params = self.param_groups if self.param_groups is not None else self.model.parameters()
-        return make_optimizer(self.optimizer, params, self.lr, self.weight_decay, betas=self.betas)
+        return build_optimizer(self.optim, params)
 
     def batch_size(self, batch) -> int:
         return max(int((batch[-1] != IGNORE).sum()), 1)
@@ -53,7 +57,7 @@ class TokenPrediction(Task):
         with torch.no_grad():
             keep = y != IGNORE
             acc = (logits.argmax(-1)[keep] == y[keep]).float().mean() if keep.any() else torch.tensor(0.0)
-        return logits, {"loss": loss, "accuracy": acc}
+        return logits, {"loss": loss, "accuracy": acc, COUNT: keep.sum()}
 
     def training_step(self, batch, learner):
         return self._step(batch, self.label_smoothing)[1]
@@ -69,8 +73,8 @@ class TokenPrediction(Task):
 class TokenClassification(TokenPrediction):
     """Tagging with a BIO label set `labels`; validation adds entity precision/recall/F1 over the split."""
 
-    def __init__(self, model: torch.nn.Module, labels: Sequence[str], **kw):
-        super().__init__(model, **kw)
+    def __init__(self, model: torch.nn.Module, labels: Sequence[str], optim: OptimConfig | None = None, **kw):
+        super().__init__(model, optim, **kw)
         self.labels = list(labels)
         self._true: list[list[str]] = []
         self._pred: list[list[str]] = []

@@ -26,7 +26,7 @@ def test_quickstart_prints_run_folder_last(capsys, tmp_path):
                  "plots/top_losses.png"):
         assert (folder / name).is_file(), name
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["seed"] == 1 and cfg["config"]["epochs"] == 3 and "torch" in cfg["versions"]
+    assert cfg["seed"] == 1 and cfg["config"]["train"]["epochs"] == 3 and "torch" in cfg["versions"]
 
     code, out, _ = run_cli(capsys, "eval", str(folder))
     assert code == 0
@@ -43,10 +43,12 @@ def test_quickstart_prints_run_folder_last(capsys, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["run", "no-such-recipe"], "unknown recipe 'no-such-recipe'; choose from:"),
     (["run", "mlp-digits", "--set", "nope=1"], "unknown config key 'nope'; valid keys:"),
-    (["run", "mlp-digits", "--set", "lr=fast"], "lr: expected float, got 'fast'"),
-    (["run", "mlp-digits", "--set", "epochs=2.5"], "epochs: expected int"),
-    (["run", "mlp-digits", "--set", "dropout=2"], "dropout: 2.0 is out of range"),
-    (["run", "mlp-digits", "--set", "schedule=zigzag"], "choose from: constant, step, cosine, one-cycle"),
+    (["run", "mlp-digits", "--set", "train.optim.lr=fast"], "train.optim.lr: expected float, got 'fast'"),
+    (["run", "mlp-fashion", "--set", "lr=1e-3"], "unknown config key 'lr': it is now 'train.optim.lr'"),
+    (["run", "mlp-fashion", "--set", "lr_g=1e-3"], "unknown config key 'lr_g'; valid keys:"),
+    (["run", "mlp-digits", "--set", "train.epochs=2.5"], "train.epochs: expected int"),
+    (["run", "mlp-digits", "--set", "model.dropout=2"], "model.dropout: 2.0 is out of range"),
+    (["run", "mlp-digits", "--set", "train.schedule.kind=zigzag"], "choose from: constant, step, cosine, one-cycle"),
     (["run", "mlp-digits", "--set", "lr"], "--set expects key=value"),
     (["run", "mlp-digits", "--epochs", "0"], "--epochs must be >= 1"),
     (["run", "mlp-digits", "--seed", "abc"], "--seed"),
@@ -55,7 +57,7 @@ def test_quickstart_prints_run_folder_last(capsys, tmp_path):
     (["eval", "."], "not a run folder"),
     (["compare", "/nope1", "/nope2"], "no such file"),
     (["show", "nope"], "unknown recipe"),
-    (["lr-find", "gradient-flow"], "does not support lr-find"),
+    (["lr-find", "gradient-flow"], "lr-find needs a recipe that trains one model"),
     (["frobnicate"], "No such command"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
@@ -68,7 +70,7 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):
 
 
 def test_missing_data_path(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "softmax-regression", "--set", f"data_path={tmp_path}", "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "run", "softmax-regression", "--set", f"data.path={tmp_path}", "--out", str(tmp_path))
     assert code == 2 and "does not hold the fashion-mnist files" in err
 
 

@@ -76,3 +76,25 @@ def test_atomic_json(tmp_path):
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(CorruptFileError, match="bad.json"):
         io.read_json(tmp_path / "bad.json")
+
+
+def test_weights_with_nan_are_refused_naming_the_tensor(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        model.bias[0] = math.nan
+    save_weights(tmp_path / "w.safetensors", model)
+    with pytest.raises(CorruptFileError, match=r"w.safetensors: model.bias: 1 of 2 values are NaN or infinite"):
+        load_weights(tmp_path / "w.safetensors", torch.nn.Linear(3, 2))
+
+
+def test_weights_file_without_model(tmp_path):
+    save_state(tmp_path / "s.safetensors", {"x": torch.zeros(2)})
+    with pytest.raises(CorruptFileError, match="holds no 'model' weights"):
+        load_weights(tmp_path / "s.safetensors", torch.nn.Linear(3, 2))
+
+
+def test_checkpoint_files_get_the_umask_mode_not_0600(tmp_path):
+    ref = tmp_path / "ref"
+    ref.write_text("x")
+    save_state(tmp_path / "c.safetensors", {"x": torch.zeros(3)})
+    assert os.stat(tmp_path / "c.safetensors").st_mode & 0o777 == os.stat(ref).st_mode & 0o777

@@ -126,7 +126,7 @@ def test_gradient_clipping_bounds_the_update():
     from learnloop.data import TensorLoader
 
     task = mlp_task(dropout=0.0, optimizer="sgd", lr=1.0)
-    task.momentum = 0.0
+    task.optim.momentum = 0.0          # plain SGD: one step moves the weights by lr * clipped grad
     w0 = _weights(type("L", (), {"task": task})())
     learner = Learner(task, TensorLoader((x, y), 16), epochs=1, clip_grad_norm=0.5)
     learner.fit()

@@ -1,4 +1,5 @@
-"""Adversarial losses against their BCE/MSE definitions, and the Lipschitz regularizers' properties."""
+"""Adversarial losses against their BCE/MSE definitions, the reconstruction/feature terms against torch.nn's
+losses, and the Lipschitz regularizers' properties (with the lazy-regularization scale)."""
 
 import pytest
 import torch
@@ -10,9 +11,11 @@ from learnloop.losses.adversarial import (
     adversarial_loss,
     d_loss,
     discriminator_accuracy,
+    feature_loss,
     g_loss,
+    reconstruction_loss,
 )
-from learnloop.losses.regularizers import clip_weights, gradient_penalty, interpolate, r1_penalty
+from learnloop.losses.regularizers import clip_weights, gradient_penalty, interpolate, lazy_scale, r1_penalty
 
 
 @pytest.fixture
@@ -74,6 +77,39 @@ def test_discriminator_accuracy(scores):
 def test_unknown_loss():
     with pytest.raises(ValueError, match="choose from"):
         adversarial_loss("bce")
+
+
+# --- reconstruction, cycle, identity and feature terms -------------------------------------------------------
+def test_reconstruction_terms_match_torch_losses():
+    g = torch.Generator().manual_seed(0)
+    out, target = torch.randn(4, 3, 5, 5, generator=g), torch.randn(4, 3, 5, 5, generator=g)
+    torch.testing.assert_close(reconstruction_loss("l1", out, target), F.l1_loss(out, target))
+    torch.testing.assert_close(reconstruction_loss("l2", out, target), F.mse_loss(out, target))
+    assert float(reconstruction_loss("l1", target, target)) == 0.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        reconstruction_loss("l1", out, target[:2])
+    with pytest.raises(ValueError, match="choose from"):
+        reconstruction_loss("huber", out, target)
+
+
+def test_feature_loss_compares_features_and_never_trains_through_the_target():
+    torch.manual_seed(0)
+    phi = nn.Sequential(nn.Flatten(), nn.Linear(2 * 3 * 3, 4))
+    out = torch.randn(5, 2, 3, 3, requires_grad=True)
+    target = torch.randn(5, 2, 3, 3, requires_grad=True)
+    loss = feature_loss(phi, out, target)
+    torch.testing.assert_close(loss, F.mse_loss(phi(out), phi(target)))
+    torch.testing.assert_close(feature_loss(phi, out, target, "l1"), F.l1_loss(phi(out), phi(target)))
+    loss.backward()
+    assert out.grad is not None and out.grad.abs().sum() > 0 and target.grad is None
+
+
+def test_lazy_scale_is_k_every_k_updates():
+    assert [lazy_scale(t, 1) for t in range(4)] == [1, 1, 1, 1]
+    assert [lazy_scale(t, 4) for t in range(9)] == [4, 0, 0, 0, 4, 0, 0, 0, 4]
+    assert sum(lazy_scale(t, 16) for t in range(160)) == 160            # the same total weight as every step
+    with pytest.raises(ValueError, match=">= 1"):
+        lazy_scale(0, 0)
 
 
 # --- regularizers ---------------------------------------------------------------------------------------

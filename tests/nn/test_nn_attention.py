@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from learnloop.nn.attention import KVCache, MultiheadAttention, look_ahead_mask, scaled_dot_product_attention
@@ -250,3 +251,155 @@ def test_positional_encoding_modules():
     assert learned(x).shape == x.shape
     with pytest.raises(ValueError, match="maximum length"):
         learned(x, offset=1)
+
+
+def _fully_masked_masks(kind):
+    """Masks that hide every key from some query rows; returns (masks, (B, L) bool: row fully hidden)."""
+    g = torch.Generator().manual_seed(5)
+    kpm = torch.zeros(B, S, dtype=torch.bool)
+    kpm[1] = True                                          # batch element 1: every key is padding
+    kpm[2, :2] = True
+    am = torch.zeros(L, S, dtype=torch.bool)
+    am[0] = True                                           # query 0 may attend to nothing
+    am[3, 2:] = True
+    def flt(m):
+        return torch.zeros(m.shape, dtype=torch.double).masked_fill(m, float("-inf"))
+    full_kpm = kpm.all(1)[:, None].expand(B, L)
+    full_am = am.all(1)[None, :].expand(B, L)
+    if kind == "key_padding":
+        return {"key_padding_mask": kpm}, full_kpm
+    if kind == "key_padding_float":
+        return {"key_padding_mask": flt(kpm)}, full_kpm
+    if kind == "attn":
+        return {"attn_mask": am}, full_am
+    if kind == "attn_float":
+        return {"attn_mask": flt(am) + torch.randn(L, S, generator=g, dtype=torch.double)}, full_am
+    if kind == "attn_3d":
+        am3 = torch.zeros(B * H, L, S, dtype=torch.bool)
+        am3[H * 2:H * 3, 4] = True                          # every head of element 2 hides all keys of query 4
+        return {"attn_mask": am3}, am3.reshape(B, H, L, S).all(-1).all(1)
+    if kind == "both":
+        # together, not alone: element 2 pads keys 0-1 and query 3 hides keys 2-6
+        kpm2 = torch.zeros(B, S, dtype=torch.bool)
+        kpm2[2, :2] = True
+        return {"attn_mask": am, "key_padding_mask": kpm2}, full_am | (torch.arange(B) == 2)[:, None] & (
+            torch.arange(L) == 3)[None, :]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("kind", ["key_padding", "key_padding_float", "attn", "attn_float", "attn_3d", "both"])
+def test_fully_masked_query_rows_give_zero_attention_like_torch(batch_first, kind):
+    ours, ref = _pair(MultiheadAttention, nn.MultiheadAttention, E, H, batch_first=batch_first)
+    with torch.no_grad():                                  # non-zero biases, so "0 attention" is visible
+        ref.in_proj_bias.normal_(generator=torch.Generator().manual_seed(6))
+        ref.out_proj.bias.normal_(generator=torch.Generator().manual_seed(7))
+    ours.load_state_dict(ref.state_dict())
+    masks, full = _fully_masked_masks(kind)
+    assert full.any() and not full.all()
+    runs = []
+    for m, need in ((ref, False), (ours, False), (ours, True)):
+        q, k, v = _inputs(batch_first)
+        m.zero_grad()
+        out, w = m(q, k, v, need_weights=need, **masks)
+        out.square().sum().backward()
+        runs.append((out, w, _grads(m, (q, k, v))))
+    (ref_out, _, ref_grads) = runs[0]
+    assert not ref_out.isnan().any()
+    for out, _, grads in runs[1:]:
+        torch.testing.assert_close(out, ref_out)
+        for a, b in zip(grads, ref_grads):
+            torch.testing.assert_close(a, b)
+    out_bf = ref_out if batch_first else ref_out.transpose(0, 1)
+    torch.testing.assert_close(out_bf[full], ref.out_proj.bias.expand(int(full.sum()), E))   # attention is 0
+    # weights: torch's need_weights=True path gives NaN in fully hidden rows (and in their outputs); ours 0
+    q, k, v = _inputs(batch_first)
+    ref_out_w, ref_w = ref(q, k, v, need_weights=True, **masks)
+    w = runs[2][1]
+    assert ref_w[full].isnan().all() and not ref_w[~full].isnan().any()
+    assert (w[full] == 0).all()
+    torch.testing.assert_close(w[~full], ref_w[~full])
+    torch.testing.assert_close(w.sum(-1), (~full).double())
+    ref_out_w = ref_out_w if batch_first else ref_out_w.transpose(0, 1)
+    ours_bf = runs[2][0] if batch_first else runs[2][0].transpose(0, 1)
+    torch.testing.assert_close(ours_bf[~full], ref_out_w[~full])
+
+
+def test_fully_masked_rows_against_torch_fast_path():
+    """Eval + no grad + batch-first self-attention takes torch's native fast path, which (torch 2.x) still
+    gives NaN in fully hidden rows: ours equals it elsewhere and equals torch's SDPA path everywhere."""
+    ours, ref = _pair(MultiheadAttention, nn.MultiheadAttention, E, H, batch_first=True)
+    with torch.no_grad():
+        ref.out_proj.bias.normal_(generator=torch.Generator().manual_seed(7))
+    ours.load_state_dict(ref.state_dict())
+    ours.eval(), ref.eval()
+    kpm = torch.zeros(B, L, dtype=torch.bool)
+    kpm[0] = True
+    kpm[1, :3] = True
+    x = torch.randn(B, L, E, dtype=torch.double, generator=torch.Generator().manual_seed(8))
+    slow = ref(x, x, x, key_padding_mask=kpm, need_weights=False)[0]             # grad enabled: SDPA path
+    with torch.no_grad():
+        a = ours(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+        fast = ref(x, x, x, key_padding_mask=kpm, need_weights=False)[0]
+    assert not a.isnan().any() and not slow.isnan().any()
+    torch.testing.assert_close(a, slow)
+    finite = ~fast.isnan().any(-1)
+    assert finite[1:].all()
+    torch.testing.assert_close(a[finite], fast[finite])
+
+
+@pytest.mark.parametrize("dtype_mask", [torch.bool, torch.double])
+def test_scaled_dot_product_attention_matches_torch_sdpa_with_fully_masked_rows(dtype_mask):
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(2, 3, n, 8, generator=g, dtype=torch.double, requires_grad=True) for n in (5, 6, 6))
+    hide = torch.rand(2, 3, 5, 6, generator=g) < 0.4
+    hide[0, 1, 2] = True
+    hide[1, :, 4] = True
+    mask = hide if dtype_mask == torch.bool else torch.zeros(hide.shape, dtype=torch.double).masked_fill(
+        hide, float("-inf"))
+    ours, w = scaled_dot_product_attention(q, k, v, mask)
+    ours.square().sum().backward()
+    ours_grads = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+    # torch's bool masks mean the opposite: True = may attend
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=~hide if dtype_mask == torch.bool else mask)
+    ref.square().sum().backward()
+    torch.testing.assert_close(ours, ref)
+    for a, t in zip(ours_grads, (q, k, v)):
+        torch.testing.assert_close(a, t.grad)
+    full = hide.all(-1)
+    assert full.sum() >= 4 and (ours[full] == 0).all() and (w[full] == 0).all()
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_left_padded_encoder_has_no_nan_and_matches_torch(train, causal, norm_first):
+    """Left padding under the look-ahead mask makes the padded queries attend to nothing; a fully padded
+    sequence does so without it. With softmax NaN there, layer 2 would spread it to real positions (torch's
+    own eval fast path does: with grad off its encoder layer returns NaN there, so the reference is torch's
+    SDPA path, which runs with grad on; the fast path is compared wherever it is finite)."""
+    torch.manual_seed(0)
+    kw = {"dim_feedforward": 32, "dropout": 0.0, "batch_first": True, "norm_first": norm_first}
+    ref = nn.TransformerEncoder(nn.TransformerEncoderLayer(E, H, **kw), 2, enable_nested_tensor=False).double()
+    ours = TransformerEncoder(TransformerEncoderLayer(E, H, **kw), 2).double()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.train(train), ref.train(train)
+    kpm = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    real = ~kpm
+    x = torch.randn(4, L, E, dtype=torch.double, generator=torch.Generator().manual_seed(10))
+    x2 = x.clone()
+    x2[kpm] = 100 * torch.randn(int(kpm.sum()), E, dtype=torch.double)      # garbage in the padded slots
+    kw = {"mask": look_ahead_mask(L), "is_causal": True} if causal else {}
+    ref_out = ref(x, src_key_padding_mask=kpm, **kw)
+    with torch.set_grad_enabled(train):
+        ours_out = ours(x, src_key_padding_mask=kpm, **kw)
+    assert not ours_out.isnan().any() and not ref_out.isnan().any()
+    torch.testing.assert_close(ours_out, ref_out)
+    with torch.no_grad():
+        fast = ref(x, src_key_padding_mask=kpm, **kw)
+        torch.testing.assert_close(ours(x2, src_key_padding_mask=kpm, **kw)[real], ours_out[real])
+    finite = ~fast.isnan().any(-1)
+    assert finite[2].all()                                      # the unpadded sequence, at least
+    torch.testing.assert_close(ours_out[real & finite], fast[real & finite])

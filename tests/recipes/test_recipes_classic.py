@@ -13,18 +13,18 @@ FAST = dict(progress=False, quiet=True)
 
 
 def test_mlp_fashion_learns(tmp_path, needs_fashion):
-    run = learnloop.run("mlp-fashion", out=tmp_path, epochs=2, train_subset=3000, **FAST)
+    run = learnloop.run("mlp-fashion", out=tmp_path, epochs=2, data__subset=3000, **FAST)
     assert run.metrics["test_accuracy"] > 0.75
     assert isinstance(run.model, torch.nn.Module) and (run.folder / "plots" / "top_losses.png").is_file()
 
 
 def test_softmax_regression_learns(tmp_path, needs_fashion):
-    run = learnloop.run("softmax-regression", out=tmp_path, epochs=2, train_subset=3000, **FAST)
+    run = learnloop.run("softmax-regression", out=tmp_path, epochs=2, data__subset=3000, **FAST)
     assert run.metrics["test_accuracy"] > 0.7
 
 
 def test_cnn_fashion_learns(tmp_path, needs_fashion):
-    run = learnloop.run("cnn-fashion", out=tmp_path, epochs=2, train_subset=1000, val_fraction=0.02, **FAST)
+    run = learnloop.run("cnn-fashion", out=tmp_path, epochs=2, data__subset=1000, data__val_fraction=0.02, **FAST)
     assert run.metrics["test_accuracy"] > 0.6
 
 
@@ -36,7 +36,7 @@ def test_logreg_binary_both_problems(tmp_path, needs_fashion):
 
 
 def test_gradient_flow_shows_vanishing(tmp_path, needs_fashion):
-    run = learnloop.run("gradient-flow", out=tmp_path, epochs=1, train_subset=1000, depth=8,
+    run = learnloop.run("gradient-flow", out=tmp_path, epochs=1, data__subset=1000, depth=8,
                         activations=("sigmoid", "relu"), inits=("normal", "xavier", "kaiming"), **FAST)
     m = run.metrics
     # sigmoid + Xavier: gradients at the input side are orders of magnitude below the output side (vanishing)

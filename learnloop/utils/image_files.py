@@ -1,0 +1,45 @@
+"""Reading a user's image file (PNG, JPEG, any format Pillow decodes) as the uint8 tensor a model expects.
+
+Inputs are untrusted: the size on disk and in pixels is bounded before decoding, non-regular files are
+refused, and every failure is one `UserError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from learnloop.errors import UserError
+
+MAX_FILE_BYTES = 32 * 2 ** 20
+MAX_PIXELS = 40_000_000
+
+
+def read_image_file(path, size: tuple[int, int], channels: int = 1) -> torch.Tensor:
+    """(channels, H, W) uint8 from an image file, converted to grey (channels=1) or RGB (3) and resized to
+    `size` = (H, W) with bilinear filtering (aspect ratio not kept: the model sees what training saw)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise UserError(f"{path}: no such image file") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: not a regular file")
+    if st.st_size > MAX_FILE_BYTES:
+        raise UserError(f"{path}: image file larger than {MAX_FILE_BYTES // 2 ** 20} MiB")
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise UserError(f"{path}: image of {im.width}x{im.height} pixels is too large")
+            im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
+    t = torch.from_numpy(arr.copy())
+    return t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous()
