@@ -280,8 +280,6 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder (runs/<recipe>
 
     run = _open_run(run_dir)
     _check_device(run.config().get("device", "cpu"))
-    for p in run.remove_stale_temp_files():
-        run.log(f"removed {p.name}, left by an interrupted write")
     started = time.time()
     try:
         result = resume_run(run_dir)
@@ -303,6 +301,33 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a run folder")):
         raise _Stop(f"interrupted; eval.json was not written; run `learnloop eval {run_dir}` again", 130) from None
     _print_metrics(metrics)
     typer.echo(str(Path(run_dir) / "eval.json"))
+
+
+@app.command("predict")
+def predict(
+    run_dir: Path = typer.Argument(..., help="a run folder"),
+    inputs: List[str] = typer.Argument(None, help="what the recipe's predictor takes: image files, texts, seeds..."),
+    checkpoint: str = typer.Option("best", help="best or last"),
+):
+    """Apply a trained run to your own inputs; prints one JSON line per input (`learnloop predict RUN` alone
+    says what the run's predictor expects)."""
+    from learnloop.recipes import load_run, predict_run
+
+    _open_run(run_dir)
+    if not inputs:
+        run = load_run(run_dir, checkpoint)
+        predictor = run.recipe.parts.predictor(run)
+        if predictor is None:
+            raise UserError(f"recipe '{run.recipe.name}' has no predictor (it makes no predictions from user input)")
+        raise UserError(f"predict needs inputs: {predictor.inputs}")
+    try:
+        outputs = predict_run(run_dir, list(inputs), which=checkpoint)
+    except KeyboardInterrupt:
+        raise _Stop("interrupted; nothing was predicted", 130) from None
+    from learnloop.utils.io import dumps_strict
+
+    for out in outputs:
+        typer.echo(dumps_strict(out)[0])
 
 
 @app.command("lr-find")
@@ -447,6 +472,17 @@ def _os_error(e: OSError) -> tuple[str, int]:
     return f"error:{where}: {what}" if where else f"error: {what}", 1
 
 
+def _caused_by_interrupt(e: BaseException) -> bool:
+    """True when a Ctrl-C is what raised `e` (CPython wraps a KeyboardInterrupt raised in some hooks)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _dispatch(argv: list[str] | None) -> int:
     try:
         rv = app(args=argv, prog_name="learnloop", standalone_mode=False)
@@ -469,6 +505,9 @@ def _dispatch(argv: list[str] | None) -> int:
         _say(message)
         return code
     except Exception as e:
+        if _caused_by_interrupt(e):     # Ctrl-C inside class creation surfaces as RuntimeError from __set_name__
+            _say("interrupted")
+            return 130
         # typer's (click's) own signals: usage errors carry format_message(), Exit/Abort carry exit codes.
         # typer >= 0.20 vendors click, so they are recognised by shape rather than by class.
         name = type(e).__name__

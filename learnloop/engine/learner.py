@@ -31,7 +31,8 @@ from typing import Iterable
 import torch
 
 from learnloop.engine.callbacks import HOOKS, Callback, overrides
-from learnloop.engine.checkpoint import load_state, save_state
+from learnloop.engine.checkpoint import load_module_state, load_optimizer_state, load_state, save_state
+from learnloop.engine.schema import TRAINING_STATE_KEYS
 from learnloop.engine.run import RunFolder
 from learnloop.engine.schedules import Schedule, ScheduleConfig
 from learnloop.engine.task import COUNT, Task
@@ -402,11 +403,12 @@ class Learner:
             "stop_reason": self.stop_reason, "improved": self._last_improved,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, file="checkpoint") -> None:
+        """Restore a `state_dict()`; weights and optimizer states that do not fit are one-line errors."""
         for k, m in self.task.modules().items():
-            m.load_state_dict(state["modules"][k])
+            load_module_state(m, state["modules"].get(k), file, f"modules.{k}")
         for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
+            load_optimizer_state(o, state["optimizers"].get(k), file, f"optimizers.{k}")
         for k, s in self.schedules.items():
             if k in state["schedules"]:
                 s.load_state_dict(state["schedules"][k])
@@ -431,7 +433,8 @@ class Learner:
             shutil.copyfile(self.checkpoint_path(src), tmp)
 
     def load_checkpoint(self, which: str = "last") -> None:
-        self.load_state_dict(load_state(self.checkpoint_path(which)))
+        path = self.checkpoint_path(which)
+        self.load_state_dict(load_state(path, require=TRAINING_STATE_KEYS), path)
 
     def try_resume(self) -> str | None:
         """Continue from this stage's `last` checkpoint. Returns what it resumed from ("epoch 3, step 420")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from learnloop.errors import UserError
 from learnloop.utils.seed import rng_state, set_rng_state
 
 
@@ -50,7 +51,7 @@ class LRFindResult:
 def lr_find(learner, lr_min: float = 1e-7, lr_max: float = 10.0, steps: int = 100, beta: float = 0.98,
             diverge: float = 4.0) -> LRFindResult:
     if not 0 < lr_min < lr_max:
-        raise ValueError(f"need 0 < lr_min < lr_max, got {lr_min}, {lr_max}")
+        raise UserError(f"lr-find needs 0 < lr_min < lr_max, got {lr_min}, {lr_max}")
     task = learner.task
     saved = {"modules": {k: copy.deepcopy(m.state_dict()) for k, m in task.modules().items()},
              "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in learner.optimizers.items()},
@@ -93,7 +94,7 @@ def lr_find(learner, lr_min: float = 1e-7, lr_max: float = 10.0, steps: int = 10
             o.load_state_dict(saved["optimizers"][k])
         set_rng_state(saved["rng"])
     if len(lrs) < 3:
-        raise ValueError("the LR sweep diverged immediately; lower lr_min")
+        raise UserError("the LR sweep diverged immediately; lower lr_min")
     y, x = np.array(smoothed), np.log(lrs)
     stop = int(y.argmin())
     skip = max(3, len(y) // 10)          # the first points are mostly EMA warm-up, not signal

@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from learnloop.engine.checkpoint import load_state
+from learnloop.engine.checkpoint import load_module_state, load_state
 from learnloop.engine.run import RunFolder
 from learnloop.errors import CorruptFileError, UserError
 from learnloop.recipes.base import Recipe, get_recipe
@@ -97,39 +97,21 @@ class LoadedRun:
 
 
 def load_modules(task, state: dict, path) -> None:
-    """Load a checkpoint's module weights into `task`, refusing names or shapes that do not fit."""
+    """Load a checkpoint's module weights into `task`, refusing names, shapes or non-finite values that do
+    not fit (one line naming the file and the tensor)."""
     saved = state.get("modules") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         raise CorruptFileError(f"{path}: checkpoint has no 'modules' object")
     for name, module in task.modules().items():
-        if name not in saved or not isinstance(saved[name], dict):
-            raise CorruptFileError(f"{path}: checkpoint has no weights for module '{name}'")
-        mine = module.state_dict()
-        for key, value in saved[name].items():
-            if key in mine and hasattr(value, "shape") and tuple(value.shape) != tuple(mine[key].shape):
-                raise CorruptFileError(f"{path}: '{name}.{key}' has shape {tuple(value.shape)}, the model "
-                                       f"expects {tuple(mine[key].shape)} (a run of another configuration?)")
-        try:
-            module.load_state_dict(saved[name])
-        except (RuntimeError, TypeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CorruptFileError(f"{path}: weights of '{name}' do not fit the model ({first[:160]})") from None
+        load_module_state(module, saved.get(name), path, f"modules.{name}")
 
 
 def read_run_config(folder: RunFolder) -> tuple[Recipe, object, int, dict]:
     """(recipe, resolved config, seed, raw config.json) of a run folder, schema-checked."""
-    path = folder.config_path
-    raw = folder.config()
-    if not isinstance(raw, dict):
-        raise CorruptFileError(f"{path}: expected a JSON object, got {type(raw).__name__}")
-    name, seed = raw.get("recipe"), raw.get("seed", 0)
-    if not isinstance(name, str):
-        raise CorruptFileError(f"{path}: 'recipe' must be a string")
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
-        raise CorruptFileError(f"{path}: 'seed' must be an integer in [0, 2**63)")
-    recipe = get_recipe(name)
-    cfg = from_dict(recipe.config, raw.get("config"), source=str(path))
-    return recipe, cfg, seed, raw
+    raw = folder.config()                   # schema-checked: recipe, seed, config, ...
+    recipe = get_recipe(raw["recipe"])
+    cfg = from_dict(recipe.config, raw["config"], source=str(folder.config_path))
+    return recipe, cfg, raw["seed"], raw
 
 
 def read_info(folder: RunFolder) -> dict:

@@ -22,7 +22,8 @@ from pathlib import Path
 from learnloop.engine.callbacks import EarlyStopping, ProgressBar, ReloadBest, TensorBoardLogger
 from learnloop.engine.learner import Learner
 from learnloop.engine.run import RunFolder
-from learnloop.errors import TrainingDiverged, UserError
+from learnloop.engine.schema import check_device, check_seed
+from learnloop.errors import Interrupted, TrainingDiverged, UserError
 from learnloop.recipes.base import Recipe, get_recipe, recipes
 from learnloop.recipes.config import apply_overrides, flat_fields, parse_set, to_dict, validate
 from learnloop.recipes.runs import LoadedRun, load_run, load_upstream, read_run_config
@@ -72,26 +73,6 @@ def _versions() -> dict:
 
     return {"learnloop": learnloop.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
-        raise UserError(f"seed must be an integer in [0, 2**63), got {seed!r}")
-    return seed
-
-
-def _check_device(device) -> str:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r}: CUDA is not available on this machine; use cpu")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device {device!r} is not supported; use cpu or cuda")
-    return str(device)
 
 
 def build_config(recipe: Recipe, overrides: dict | None = None, epochs: int | None = None):
@@ -184,6 +165,10 @@ def _finish(folder: RunFolder, cfg, metrics: dict, start: float, quiet: bool, ru
 def _execute(recipe: Recipe, cfg, session: _Session, prepared) -> Run:
     try:
         return _train_and_evaluate(recipe, cfg, session, prepared)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Interrupted):
+            raise
+        raise Interrupted(session.folder.path) from None
     except TrainingDiverged as e:
         session.folder.write_metrics({"status": "diverged", "error": str(e)})
         session.folder.log(f"diverged: {e}")
@@ -200,7 +185,7 @@ def run_recipe(name: str | None = None, *, set: list[str] | dict | None = None, 
     overrides.update({k.replace("__", "."): v for k, v in fields.items()})
     if track not in TRACKERS:
         raise UserError(f"--track must be 'tensorboard' (or omitted), got {track!r}")
-    seed, device = _check_seed(seed), _check_device(device)
+    seed, device = check_seed(seed, "seed"), check_device(device, "device")
     cfg = build_config(recipe, overrides, epochs)
     prepared = _prepare(recipe, cfg, seed)
     folder = RunFolder.create(out, recipe.name, {
@@ -218,10 +203,9 @@ def resume_run(run_dir, *, progress: bool | None = None, quiet: bool = False) ->
     folder = RunFolder.open(run_dir)
     recipe, cfg, seed, raw = read_run_config(folder)
     track = raw.get("track") if raw.get("track") in TRACKERS else None
-    device = _check_device(raw.get("device", "cpu") if isinstance(raw.get("device", "cpu"), str) else "cpu")
-    remove_stale = getattr(folder, "remove_stale_temp_files", None)
-    if remove_stale is not None:
-        remove_stale()
+    device = check_device(raw.get("device", "cpu"), f"{folder.config_path}: device")
+    for p in folder.remove_stale_temp_files():
+        folder.log(f"removed {p.name}, left by an interrupted write")
     session = _Session(folder, seed, resume=True, progress=progress, track=track, device=device, quiet=quiet)
     _say(folder, quiet, f"resuming run folder: {folder.path}")
     return _execute(recipe, cfg, session, _prepare(recipe, cfg, seed))
@@ -235,7 +219,7 @@ def evaluate_run(run_dir, *, progress: bool | None = None, quiet: bool = False) 
     run.quiet = quiet
     seed_everything(seed)
     metrics = recipe.parts.evaluate(cfg, run, recipe.parts.data(cfg, seed)) or {}
-    write_json(folder.path / "eval.json", metrics)
+    folder.write_eval(metrics)
     return metrics
 
 
@@ -246,7 +230,7 @@ def lr_find_recipe(name: str, *, set: list[str] | None = None, seed: int = 0, ou
 
     recipe = get_recipe(name)
     cfg = build_config(recipe, parse_set(set) if isinstance(set, (list, tuple)) else dict(set or {}))
-    upstream, data = _prepare(recipe, cfg, _check_seed(seed))
+    upstream, data = _prepare(recipe, cfg, check_seed(seed, "seed"))
     stages = recipe.parts.stages(cfg, data.info, upstream)
     if len(stages) != 1:
         raise UserError(f"lr-find needs a recipe that trains one model; '{name}' trains {len(stages)} "

@@ -44,6 +44,18 @@ def test_six_gans_are_one_configuration_with_different_defaults():
     assert cfg["dcgan"].discriminator.optim.betas == (0.5, 0.999) and cfg["dcgan"].generator.optim.name == "adam"
 
 
+def test_the_nine_recipes_are_the_gan_package(capsys):
+    studies = ("truncation", "gan-bias-probe", "controllable")
+    gan = {n for n, r in recipes().items() if r.family == "gan"}
+    assert gan == set(GANS) | set(studies)
+    for name in gan:
+        assert type(recipes()[name].parts).__module__.startswith("learnloop.recipes.gan.")
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out.split("[gan]\n", 1)[1].split("\n[", 1)[0]
+    assert sorted(line.split()[0] for line in listed.splitlines() if line.strip()
+                  and not line.strip().startswith("target:")) == sorted(gan)
+
+
 @pytest.mark.parametrize("old, new", [("lr_g", "generator.optim.lr"), ("lr_d", "discriminator.optim.lr"),
                                       ("beta1", "generator.optim.betas"), ("epochs", "train.epochs"),
                                       ("steps_per_epoch", "train.steps_per_epoch"), ("train_subset", "data.subset"),

@@ -15,10 +15,11 @@ from learnloop.data.text import LMWindowLoader, Vocab, char_vocab, fortunes_lm_c
 from learnloop.engine.optim import OptimConfig
 from learnloop.engine.schedules import ScheduleConfig
 from learnloop.models.gpt import GPT, generate_text
-from learnloop.models.sequence import CELLS, CharLM
+from learnloop.models.sequence import CharLM
 from learnloop.recipes.base import Bundle, Parts, Predictor, Stage, recipe
 from learnloop.recipes.config import param, section
 from learnloop.recipes.sections import TrainConfig
+from learnloop.recipes.sequence.char_lm import LMModelConfig
 from learnloop.recipes.transformer.common import (
     adamw_cosine,
     best_value,
@@ -63,14 +64,9 @@ class MatchedTrainConfig(TrainConfig):
 
 
 @dataclass
-class LSTMPart:
+class LSTMPart(LMModelConfig):
     """The recurrent char-LM of learnloop.models.sequence (the `char-lm` recipe's model and defaults)."""
 
-    cell: str = param("lstm", "recurrent cell", choices=CELLS)
-    embed_dim: int = param(32, "character embedding size", min=1)
-    hidden: int = param(256, "hidden units", min=1)
-    num_layers: int = param(2, "recurrent layers", min=1, max=4)
-    dropout: float = param(0.1, "dropout on recurrent outputs", min=0.0, max=0.9)
     train: MatchedTrainConfig = section(MatchedTrainConfig, "training of the LSTM (stage 'lstm')",
                                         clip_grad_norm=1.0, optim=OptimConfig(name="adamw", lr=1e-2, weight_decay=0.01),
                                         schedule=ScheduleConfig(kind="one-cycle"))
