@@ -14,9 +14,9 @@ and one schedule step per optimizer step. Epoch metrics are means weighted by th
 After the epoch: validation, callbacks (events and their order: callbacks.py), then the `last`
 checkpoint, a copy as `best` when the monitored metric improved, and only then the metrics.jsonl row, so
 every row belongs to an epoch some checkpoint holds. A resume rewrites the stage's rows from the
-checkpoint's own history (without a checkpoint, drops them and starts over), so history and checkpoints
-always agree. A non-finite loss stops training with `TrainingDiverged` before anything is written, so
-the last good checkpoint stays intact.
+checkpoint's own history (without a checkpoint, drops them and starts over; the run folder does the
+rewriting: `RunFolder.sync_stage_rows`), so history and checkpoints always agree. A non-finite loss stops
+training with `TrainingDiverged` before anything is written, so the last good checkpoint stays intact.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from learnloop.engine.callbacks import HOOKS, Callback, overrides
 from learnloop.engine.checkpoint import load_module_state, load_optimizer_state, load_state, save_state
 from learnloop.engine.schema import TRAINING_STATE_KEYS
-from learnloop.engine.run import RunFolder
+from learnloop.engine.run import RunFolder, stage_row
 from learnloop.engine.schedules import Schedule, ScheduleConfig
 from learnloop.engine.task import COUNT, Task
 from learnloop.errors import TrainingDiverged, UserError
@@ -63,22 +63,6 @@ def _move(obj, device: torch.device):
     if hasattr(obj, "to") and not isinstance(obj, (str, bytes)):
         return obj.to(device)
     return obj
-
-
-def _same_row(logged: dict, row: dict) -> bool:
-    """A metrics.jsonl row equals a history row (non-finite floats may have been logged as null)."""
-    if logged.keys() != row.keys():
-        return False
-    for k, v in row.items():
-        w = logged[k]
-        if isinstance(v, torch.Tensor) or isinstance(w, torch.Tensor):
-            return False                          # written as numbers: re-log it from the checkpoint
-        if isinstance(v, float) and not math.isfinite(v):
-            if not (w is None or isinstance(w, float) and (w == v or math.isnan(w) and math.isnan(v))):
-                return False
-        elif w != v or type(w) is not type(v) and not (isinstance(w, (int, float)) and isinstance(v, (int, float))):
-            return False
-    return True
 
 
 class Learner:
@@ -379,15 +363,12 @@ class Learner:
                 self.save_checkpoint("last")
                 if improved:
                     self._copy_checkpoint("last", "best")
-                self.run.append_metrics(self._row(metrics))
+                self.run.append_metrics(stage_row(metrics, self.name))
         if self.stop_reason and self.run is not None:
             self.run.log(self.stop_reason)
         for hook in self._hooks["on_fit_end"]:
             hook(self)
         return self.history
-
-    def _row(self, metrics: dict) -> dict:
-        return {**metrics, **({"stage": self.name} if self.name else {})}
 
     # checkpoints -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -441,57 +422,20 @@ class Learner:
         or None when there is nothing to resume (the stage starts over). Either way the stage's rows in
         metrics.jsonl are made to agree with the checkpoint: epoch rows are rewritten from the checkpoint's
         own history, step rows (`log_every`) past its step are dropped; with no checkpoint all of the
-        stage's rows go, so a restarted stage never duplicates history."""
+        stage's rows go, so a restarted stage never duplicates history (`RunFolder.sync_stage_rows`)."""
         if self.run is None:
             return None
         stage = f" {self.name}" if self.name else ""
         path = self.checkpoint_path("last")
         if not path.exists():
-            dropped = self._rewrite_stage_rows([], -1)
+            dropped = self.run.sync_stage_rows(self.name, [], -1)
             if dropped:
                 self.run.log(f"no checkpoint{stage} to resume from: starting over, dropped {dropped} metric rows")
             return None
         self.load_checkpoint("last")
         if self._last_improved:                # a kill between `last` and its copy as `best`
             self._copy_checkpoint("last", "best")
-        self._rewrite_stage_rows(self.history, self.step)
+        self.run.sync_stage_rows(self.name, self.history, self.step)
         where = f"epoch {self.epoch}, step {self.step}"
         self.run.log(f"resumed{stage} at {where}")
         return where
-
-    def _rewrite_stage_rows(self, history: list[dict], step: int) -> int:
-        """Make this stage's metrics.jsonl rows equal `history` (epoch rows, from the checkpoint) plus its
-        step rows up to `step`; other stages' rows stay as they are. Rows the file has but the checkpoint
-        does not are dropped (one atomic rewrite), rows the checkpoint has but the file lacks (a kill between
-        checkpoint and row) are appended. Returns how many rows were dropped."""
-        name = self.name
-        wanted = {(h.get("epoch"), h.get("step")): j for j, h in enumerate(history)}
-        found: dict[tuple, int] = {}
-
-        def keep(r) -> bool:                     # for this stage's rows, in file order
-            if "time" not in r:                  # a `log_every` step row
-                return isinstance(r.get("step"), (int, float)) and r["step"] <= step
-            key = (r.get("epoch"), r.get("step"))
-            if key in wanted and key not in found and _same_row(r, self._row(history[wanted[key]])):
-                found[key] = wanted[key]
-                return True
-            return False                         # past the checkpoint, from another attempt, or a duplicate
-
-        mine = [r for r in self.run.history() if r.get("stage", "") == name]
-        kept = [r for r in mine if keep(r)]
-        missing = [h for h in history if (h.get("epoch"), h.get("step")) not in found]
-        kept_steps = [r["step"] for r in kept if "time" not in r]
-        in_order = not missing or (max(found.values(), default=-1) < wanted[
-            (missing[0].get("epoch"), missing[0].get("step"))] and all(s <= missing[0].get("step", 0)
-                                                                     for s in kept_steps))
-        if in_order:
-            append = [self._row(h) for h in missing]
-        else:                                    # rows lost from the middle: rewrite the whole stage
-            append = sorted([r for r in kept if "time" not in r] + [self._row(h) for h in history],
-                            key=lambda r: (r.get("step", 0), "time" in r))
-        if len(kept) < len(mine) or not in_order:
-            found.clear()
-            self.run.truncate_metrics(lambda r: r.get("stage", "") != name or (in_order and keep(r)))
-        for r in append:
-            self.run.append_metrics(r)
-        return len(mine) - len(kept)

@@ -5,8 +5,10 @@ config, metric log, final metrics, checkpoints, plots, samples and a text log.
       config.json  metrics.jsonl  metrics.json  checkpoints/  plots/  samples/  log.txt
 
 Every write except the append-only logs is atomic (learnloop.utils.io); `metrics.jsonl` lines are
-flushed and fsync'd one at a time, and `truncate_metrics` drops lines past the checkpoint a resumed run
-restarts from. JSON is written strictly: a non-finite metric is written as null, and log.txt says so.
+flushed and fsync'd one at a time, and on resume `sync_stage_rows` makes a stage's lines agree with the
+checkpoint it restarts from (appending the rows a kill left out; dropping the ones past it, or from
+another attempt, with one atomic rewrite). JSON is written strictly: a non-finite metric is written as
+null, and log.txt says so.
 
 Every file is read back as untrusted input: config.json and metrics.json are schema-checked
 (learnloop.engine.schema), metrics.jsonl lines that are cut, not objects or not UTF-8 are skipped, and
@@ -15,11 +17,14 @@ nothing that is not a regular file (a FIFO, a device) is ever opened.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import stat
 import time
 from pathlib import Path
+
+import torch
 
 from learnloop.engine.schema import check_metric_row, check_metrics, check_run_config, corrupt
 from learnloop.errors import UserError
@@ -48,6 +53,27 @@ def _first_existing(path: Path) -> Path:
 
 def _cannot_create(root, why: str) -> UserError:
     return UserError(f"cannot create a run folder under '{root}': {why}")
+
+
+def stage_row(metrics: dict, stage: str) -> dict:
+    """The metrics.jsonl row of an epoch of stage `stage` ("" in a single-stage run, which logs no stage)."""
+    return {**metrics, **({"stage": stage} if stage else {})}
+
+
+def _same_row(logged: dict, row: dict) -> bool:
+    """A metrics.jsonl row equals a history row (non-finite floats may have been logged as null)."""
+    if logged.keys() != row.keys():
+        return False
+    for k, v in row.items():
+        w = logged[k]
+        if isinstance(v, torch.Tensor) or isinstance(w, torch.Tensor):
+            return False                          # written as numbers: re-log it from the checkpoint
+        if isinstance(v, float) and not math.isfinite(v):
+            if not (w is None or isinstance(w, float) and (w == v or math.isnan(w) and math.isnan(v))):
+                return False
+        elif w != v or type(w) is not type(v) and not (isinstance(w, (int, float)) and isinstance(v, (int, float))):
+            return False
+    return True
 
 
 class RunFolder:
@@ -219,6 +245,43 @@ class RunFolder:
         """Rewrite metrics.jsonl keeping only rows for which `keep(row)` is true (atomic)."""
         rows = [r for r in self.history() if keep(r)]
         write_text(self.metrics_log, "".join(dumps_strict(r)[0] + "\n" for r in rows))
+
+    def sync_stage_rows(self, stage: str, history: list[dict], step: int) -> int:
+        """Make the metrics.jsonl rows of stage `stage` ("" in a single-stage run) equal `history` (its epoch
+        rows, from a checkpoint) plus its step rows up to `step`; other stages' rows stay as they are. Rows
+        the file has but the checkpoint does not are dropped (one atomic rewrite), rows the checkpoint has
+        but the file lacks (a kill between checkpoint and row) are appended. Returns how many rows were
+        dropped. The learner calls it when resuming (`Learner.try_resume`)."""
+        wanted = {(h.get("epoch"), h.get("step")): j for j, h in enumerate(history)}
+        found: dict[tuple, int] = {}
+
+        def keep(r) -> bool:                     # for this stage's rows, in file order
+            if "time" not in r:                  # a `log_every` step row
+                return isinstance(r.get("step"), (int, float)) and r["step"] <= step
+            key = (r.get("epoch"), r.get("step"))
+            if key in wanted and key not in found and _same_row(r, stage_row(history[wanted[key]], stage)):
+                found[key] = wanted[key]
+                return True
+            return False                         # past the checkpoint, from another attempt, or a duplicate
+
+        mine = [r for r in self.history() if r.get("stage", "") == stage]
+        kept = [r for r in mine if keep(r)]
+        missing = [h for h in history if (h.get("epoch"), h.get("step")) not in found]
+        kept_steps = [r["step"] for r in kept if "time" not in r]
+        in_order = not missing or (max(found.values(), default=-1) < wanted[
+            (missing[0].get("epoch"), missing[0].get("step"))] and all(s <= missing[0].get("step", 0)
+                                                                     for s in kept_steps))
+        if in_order:
+            append = [stage_row(h, stage) for h in missing]
+        else:                                    # rows lost from the middle: rewrite the whole stage
+            append = sorted([r for r in kept if "time" not in r] + [stage_row(h, stage) for h in history],
+                            key=lambda r: (r.get("step", 0), "time" in r))
+        if len(kept) < len(mine) or not in_order:
+            found.clear()
+            self.truncate_metrics(lambda r: r.get("stage", "") != stage or (in_order and keep(r)))
+        for r in append:
+            self.append_metrics(r)
+        return len(mine) - len(kept)
 
     def write_metrics(self, metrics: dict) -> None:
         """metrics.json, strict JSON (a non-finite value is written as null, and log.txt says so)."""

@@ -247,7 +247,7 @@ def test_non_finite_metrics_survive_the_repair(tmp_path):
 
 
 def test_same_row():
-    from learnloop.engine.learner import _same_row
+    from learnloop.engine.run import _same_row
 
     nan = float("nan")
     assert _same_row({"epoch": 1, "a": None, "b": 0.5}, {"epoch": 1, "a": nan, "b": 0.5})
