@@ -8,15 +8,7 @@ import sys
 
 import pytest
 
-from hardening_helpers import QUICK, REPO, assert_one_error_line, child_env, copy_run, main, run_cli
-
-
-@pytest.fixture(scope="module")
-def source_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("source")
-    assert main(["run", QUICK, "--out", str(root), "--epochs", "1"]) == 0
-    (folder,) = (root / QUICK).iterdir()
-    return folder
+from hardening_helpers import QUICK, REPO, assert_one_error_line, child_env, copy_run, run_cli
 
 
 def _write(name, content: bytes):

@@ -20,26 +20,16 @@ from learnloop.utils.io import MAX_JSON_BYTES, read_json
 from learnloop.utils.seed import rng_state
 
 from hardening_helpers import (
-    QUICK,
     REPO,
     assert_ends_with_error_line,
     assert_one_error_line,
     child_env,
     copy_run,
-    main,
     read_tree,
     run_cli,
     state_files,
     write_tree,
 )
-
-
-@pytest.fixture(scope="module")
-def source_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("source")
-    assert main(["run", QUICK, "--out", str(root), "--epochs", "1"]) == 0
-    (folder,) = (root / QUICK).iterdir()
-    return folder
 
 
 @pytest.fixture
