@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +28,7 @@ class StudyConfig(GanConfig):
     checkpoint: str = param("best", "which checkpoint of the generator", choices=("best", "last"))
 
 
-class StudyParts(Parts):
+class StudyParts(Parts, ABC):
     """A study of a generator: the `generator_run` it consumes, or the GAN it trains first (stage "gan")."""
 
     needs = {"generator_run": GANS}
@@ -50,8 +51,9 @@ class StudyParts(Parts):
         metrics.update(self.study(cfg, run, data, g, gan_run))
         return metrics
 
+    @abstractmethod
     def study(self, cfg, run, data: Bundle, g: torch.nn.Module, gan_run) -> dict:
-        raise NotImplementedError
+        """The study's own metrics and plots, given the generator `g` (from `gan_run`, an upstream or this run)."""
 
 
 def real_test_images(cfg: StudyConfig) -> ImageData:
