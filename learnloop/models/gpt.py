@@ -13,9 +13,11 @@ Initialisation follows GPT-2: N(0, 0.02) weights, and the projections that write
 
 Incremental decoding: each layer keeps a `KVCache` of its projected keys/values, so generating token t
 runs the network on one position instead of t; the logits are those of the full forward pass (tested).
-When the sequence outgrows the context window, generation continues on the last `context` tokens; the
-positions then shift, so that step recomputes the window (and refills the cache) exactly as the uncached
-path does.
+The caches are (B, heads, context, head_dim) buffers allocated once per generation; step t writes slot t in
+place and attends over slots 0..t (no concatenation). A single new position has no future keys, so that
+step skips building the (all-visible) look-ahead mask. When the sequence outgrows the context window,
+generation continues on the last `context` tokens; the positions then shift, so that step empties the
+caches and recomputes the window exactly as the uncached path does.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class GPT(nn.Module):
                 nn.init.zeros_(p)
 
     def new_cache(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks.layers]
+        """One empty `KVCache` per layer, each holding up to `context` positions."""
+        return [KVCache(max_len=self.context) for _ in self.blocks.layers]
 
     def features(self, ids: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, d_model) final (normalised) hidden states h_L."""
@@ -70,7 +73,9 @@ class GPT(nn.Module):
         if offset + ids.shape[1] > self.context:
             raise UserError(f"sequence of {offset + ids.shape[1]} tokens exceeds the context of {self.context}")
         h = self.pos(self.tok(ids), offset=offset)
-        return self.blocks(h, is_causal=True, kv_caches=kv_caches)
+        # one new position after cached ones sees every key: the look-ahead mask would hide nothing
+        causal = kv_caches is None or ids.shape[1] > 1
+        return self.blocks(h, is_causal=causal, kv_caches=kv_caches)
 
     def forward(self, ids: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, vocab) logits. With `kv_caches` (from `new_cache()`), `ids` continue
@@ -97,19 +102,21 @@ class GPT(nn.Module):
             raise UserError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         was_training = self.training
         self.eval()
-        out, caches, fresh = ids, None, ids
-        for _ in range(max_new_tokens):
-            if use_cache:
-                if caches is None:
-                    caches, fresh = self.new_cache(), out[:, -self.context:]
-                logits = self(fresh, caches)[:, -1]
+        B, T = ids.shape
+        out = ids.new_empty(B, T + max_new_tokens)
+        out[:, :T] = ids
+        caches = self.new_cache() if use_cache else None
+        for t in range(T, T + max_new_tokens):               # out[:, :t] is decoded; sample token t
+            window = out[:, max(0, t - self.context):t]
+            if caches is None:
+                logits = self(window)[:, -1]
             else:
-                logits = self(out[:, -self.context:])[:, -1]
-            nxt = sample_next(logits, temperature, top_k, top_p, generator, greedy)[:, None]
-            out = torch.cat([out, nxt], dim=1)
-            fresh = nxt
-            if out.shape[1] > self.context:                   # the window slides: positions change, recompute
-                caches = None
+                if t > self.context:                          # the window slid: positions changed, recompute
+                    for cache in caches:
+                        cache.reset()
+                fresh = window if len(caches[0]) == 0 else out[:, t - 1:t]
+                logits = self(fresh, caches)[:, -1]
+            out[:, t] = sample_next(logits, temperature, top_k, top_p, generator, greedy)
         self.train(was_training)
         return out
 

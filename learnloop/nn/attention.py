@@ -84,24 +84,67 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 class KVCache:
-    """Projected keys and values of the positions decoded so far, (B, H, T, d_k) each, for one layer."""
+    """Projected keys and values of the positions decoded so far, for one layer, in preallocated
+    (B, H, capacity, d_k) buffers written in place: `append` copies the n new positions into slots
+    [t, t + n) and returns views of slots [0, t + n), so a decoding step neither concatenates nor allocates.
+    `max_len` (a model's context) sizes the buffers on the first append, so a generation allocates once,
+    and appending past it is an error; without `max_len` the capacity doubles whenever it runs out.
+    `reset()` empties the cache and keeps the buffers for reuse."""
 
-    def __init__(self):
-        self.k: torch.Tensor | None = None
-        self.v: torch.Tensor | None = None
+    def __init__(self, max_len: int | None = None):
+        if max_len is not None and (isinstance(max_len, bool) or int(max_len) != max_len or max_len < 1):
+            raise ValueError(f"max_len must be a positive integer or None, got {max_len}")
+        self.max_len = max_len
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = 0
 
     def __len__(self) -> int:
-        return 0 if self.k is None else self.k.shape[-2]
+        return self._len
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        """(B, H, T, d_k) cached keys (a view of the buffer), None when empty."""
+        return self._k[:, :, :self._len] if self._len else None
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        """(B, H, T, d_v) cached values (a view of the buffer), None when empty."""
+        return self._v[:, :, :self._len] if self._len else None
+
+    def _fits(self, buf: torch.Tensor | None, new: torch.Tensor) -> bool:
+        return (buf is not None and buf.shape[:2] == new.shape[:2] and buf.shape[3] == new.shape[3]
+                and buf.dtype == new.dtype and buf.device == new.device)
+
+    def _grow(self, buf: torch.Tensor | None, new: torch.Tensor, end: int) -> torch.Tensor:
+        B, H, _, d = new.shape
+        if buf is not None and self._len and not self._fits(buf, new):
+            raise ValueError(f"new keys/values {tuple(new.shape)} ({new.dtype}) do not continue the cached "
+                             f"{tuple(buf[:, :, :self._len].shape)} ({buf.dtype}); reset() the cache first")
+        if self._fits(buf, new) and end <= buf.shape[2]:
+            return buf
+        capacity = self.max_len if self.max_len is not None else max(end, 2 * buf.shape[2] if buf is not None else 0)
+        grown = new.new_empty(B, H, capacity, d)
+        if self._len:
+            grown[:, :, :self._len] = buf[:, :, :self._len]
+        return grown
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k, self.v = torch.cat([self.k, k], dim=-2), torch.cat([self.v, v], dim=-2)
-        return self.k, self.v
+        """Write (B, H, n, d) keys and values at positions len..len+n-1; return all (B, H, len+n, d) so far."""
+        if k.dim() != 4 or v.dim() != 4 or k.shape[:3] != v.shape[:3]:
+            raise ValueError(f"keys and values must be (B, H, n, d) with equal B, H, n, got "
+                             f"{tuple(k.shape)} and {tuple(v.shape)}")
+        start, end = self._len, self._len + k.shape[2]
+        if self.max_len is not None and end > self.max_len:
+            raise ValueError(f"the cache holds at most {self.max_len} positions, got {end}")
+        self._k, self._v = self._grow(self._k, k, end), self._grow(self._v, v, end)
+        self._k[:, :, start:end] = k
+        self._v[:, :, start:end] = v
+        self._len = end
+        return self._k[:, :, :end], self._v[:, :, :end]
 
     def reset(self) -> None:
-        self.k = self.v = None
+        self._len = 0
 
 
 class MultiheadAttention(nn.Module):
