@@ -201,14 +201,14 @@ class ReloadBest(Callback):
         self.loaded_epoch: int | None = None
 
     def on_fit_end(self, learner):
-        from learnloop.engine.checkpoint import load_state
+        from learnloop.engine.checkpoint import load_module_state, load_state
 
         path = learner.checkpoint_path("best")
         if path is None or not path.exists():
             return
         state = load_state(path)
         for k, m in learner.task.modules().items():
-            m.load_state_dict(state["modules"][k])
+            load_module_state(m, state["modules"].get(k), path, f"modules.{k}")
         for cb in learner.callbacks:
             if cb.holds_weights and cb.name in state["callbacks"]:
                 cb.load_state_dict(state["callbacks"][cb.name])

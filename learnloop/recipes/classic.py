@@ -72,14 +72,6 @@ class ClassifierData:
     std: float
 
 
-def _check_path(path: str) -> str | None:
-    if not path:
-        return None
-    if not Path(path).exists():
-        raise UserError(f"data.path: {path!r} does not exist")
-    return path
-
-
 def _check_classes(classes: tuple[int, ...], names: tuple[str, ...], dataset: str) -> None:
     if not classes:
         return
@@ -93,7 +85,7 @@ def _check_classes(classes: tuple[int, ...], names: tuple[str, ...], dataset: st
 
 
 def load_classifier_data(data: ImageDataConfig, seed: int = 0) -> ClassifierData:
-    path = _check_path(data.path)
+    path = data.path or None                # the registry refuses one that does not exist
     if data.dataset == "digits":
         full = load("digits", path)
         _check_classes(data.classes, full.classes, data.dataset)

@@ -68,9 +68,7 @@ class LoadedRun:
 
     def say(self, message: str) -> None:
         """A progress message for the person at the terminal, also kept in log.txt."""
-        self.folder.log(message)
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+        say(self.folder, self.quiet, message)
 
     def checkpoint_path(self, stage: str = "", which: str = "best") -> Path:
         base = self.folder.checkpoints / stage if stage else self.folder.checkpoints
@@ -94,6 +92,13 @@ class LoadedRun:
         """metrics.jsonl rows (of one stage when `stage` is given; "" is the unnamed stage)."""
         rows = self.folder.history()
         return rows if stage is None else [r for r in rows if r.get("stage", "") == stage]
+
+
+def say(folder: RunFolder, quiet: bool, message: str) -> None:
+    """A progress message for the person at the terminal (stderr unless `quiet`), also kept in log.txt."""
+    folder.log(message)
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
 
 
 def load_modules(task, state: dict, path) -> None:

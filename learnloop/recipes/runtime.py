@@ -26,7 +26,7 @@ from learnloop.engine.schema import check_device, check_seed
 from learnloop.errors import Interrupted, TrainingDiverged, UserError
 from learnloop.recipes.base import Recipe, get_recipe, recipes
 from learnloop.recipes.config import apply_overrides, flat_fields, parse_set, to_dict, validate
-from learnloop.recipes.runs import LoadedRun, load_run, load_upstream, read_run_config
+from learnloop.recipes.runs import LoadedRun, load_run, load_upstream, read_run_config, say
 from learnloop.recipes.sections import learner_settings
 from learnloop.utils.io import write_json
 from learnloop.utils.seed import seed_everything
@@ -110,10 +110,6 @@ class _Session:
                        monitor=stage.monitor, mode=stage.mode, **learner_settings(t))
 
 
-def _say(folder: RunFolder, quiet: bool, message: str) -> None:
-    LoadedRun(folder, None, None, 0, {}, quiet=quiet).say(message)
-
-
 def _prepare(recipe: Recipe, cfg, seed: int):
     """Seed, upstream runs and data: everything that can fail on the user's input before training starts."""
     seed_everything(seed)
@@ -132,12 +128,12 @@ def _train_and_evaluate(recipe: Recipe, cfg, session: _Session, prepared) -> Run
         learner = session.learner(stage, task, train, val)
         label = f"stage '{stage.name}'" if stage.name else "training"
         if session.resume:
-            where = learner.try_resume()
+            where = learner.try_resume()           # "epoch E, step S", or None
             done = learner.epoch >= learner.epochs or learner.stop_reason
             if where and done:
-                run.say(f"{label}: finished earlier ({where if isinstance(where, str) else f'epoch {learner.epoch}'})")
+                run.say(f"{label}: finished earlier ({where})")
             elif where:
-                run.say(f"{label}: resuming from {where if isinstance(where, str) else f'epoch {learner.epoch}'}")
+                run.say(f"{label}: resuming from {where}")
             else:
                 run.say(f"{label}: no checkpoint to resume from; starting over")
         try:
@@ -156,9 +152,9 @@ def _train_and_evaluate(recipe: Recipe, cfg, session: _Session, prepared) -> Run
 def _finish(folder: RunFolder, cfg, metrics: dict, start: float, quiet: bool, run) -> Run:
     metrics = {**metrics, "status": "finished", "wall_time_s": round(time.perf_counter() - start, 2)}
     folder.write_metrics(metrics)
-    _say(folder, quiet, f"metrics: {folder.metrics_path}")
+    say(folder, quiet, f"metrics: {folder.metrics_path}")
     if folder.plots.is_dir() and any(folder.plots.iterdir()):
-        _say(folder, quiet, f"plots:   {folder.plots}")
+        say(folder, quiet, f"plots:   {folder.plots}")
     return Run(folder.path, metrics, cfg, run)
 
 
@@ -194,7 +190,7 @@ def run_recipe(name: str | None = None, *, set: list[str] | dict | None = None, 
         "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     session = _Session(folder, seed, progress=progress, track=track if track != "none" else None, device=device,
                        quiet=quiet)
-    _say(folder, quiet, f"run folder: {folder.path}")
+    say(folder, quiet, f"run folder: {folder.path}")
     return _execute(recipe, cfg, session, prepared)
 
 
@@ -207,7 +203,7 @@ def resume_run(run_dir, *, progress: bool | None = None, quiet: bool = False) ->
     for p in folder.remove_stale_temp_files():
         folder.log(f"removed {p.name}, left by an interrupted write")
     session = _Session(folder, seed, resume=True, progress=progress, track=track, device=device, quiet=quiet)
-    _say(folder, quiet, f"resuming run folder: {folder.path}")
+    say(folder, quiet, f"resuming run folder: {folder.path}")
     return _execute(recipe, cfg, session, _prepare(recipe, cfg, seed))
 
 

@@ -7,13 +7,13 @@ refused, and every failure is one `UserError` line naming the file.
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from learnloop.errors import UserError
+from learnloop.utils.io import open_regular
 
 MAX_FILE_BYTES = 32 * 2 ** 20
 MAX_PIXELS = 40_000_000
@@ -22,19 +22,25 @@ MAX_PIXELS = 40_000_000
 def read_image_file(path, size: tuple[int, int], channels: int = 1) -> torch.Tensor:
     """(channels, H, W) uint8 from an image file, converted to grey (channels=1) or RGB (3) and resized to
     `size` = (H, W) with bilinear filtering (aspect ratio not kept: the model sees what training saw)."""
-    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
-        st = os.stat(path)
-    except OSError:
+        f = open_regular(path, "rb")           # never blocks on a FIFO; a folder or device is one line
+    except FileNotFoundError:
         raise UserError(f"{path}: no such image file") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UserError(f"{path}: not a regular file")
-    if st.st_size > MAX_FILE_BYTES:
-        raise UserError(f"{path}: image file larger than {MAX_FILE_BYTES // 2 ** 20} MiB")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    with f:
+        if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+            raise UserError(f"{path}: image file larger than {MAX_FILE_BYTES // 2 ** 20} MiB")
+        return _decode(f, path, size, channels)
+
+
+def _decode(f, path: Path, size: tuple[int, int], channels: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as im:
+        with Image.open(f) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise UserError(f"{path}: image of {im.width}x{im.height} pixels is too large")
             im = im.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
