@@ -23,6 +23,7 @@ caches and recomputes the window exactly as the uncached path does.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from learnloop.models.sampling import check_sampling, sample_next
 from learnloop.nn.attention import KVCache
 from learnloop.nn.positional import POSITIONAL
 from learnloop.nn.transformer import TransformerEncoder, TransformerEncoderLayer
+from learnloop.utils.threads import FastestThreads
 
 
 class GPT(nn.Module):
@@ -61,9 +63,10 @@ class GPT(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    def new_cache(self) -> list[KVCache]:
-        """One empty `KVCache` per layer, each holding up to `context` positions."""
-        return [KVCache(max_len=self.context) for _ in self.blocks.layers]
+    def new_cache(self, static: bool = True) -> list[KVCache]:
+        """One empty `KVCache` per layer, each holding up to `context` positions; `static`: one-token steps
+        attend over the whole buffer with a mask, so every decoding step has the same shapes."""
+        return [KVCache(max_len=self.context, static=static) for _ in self.blocks.layers]
 
     def features(self, ids: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
         """(B, T) token ids -> (B, T, d_model) final (normalised) hidden states h_L."""
@@ -93,8 +96,14 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, greedy: bool = False, use_cache: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """Append `max_new_tokens` sampled tokens to the (B, T) prompt `ids`; returns (B, T + new)."""
+                 generator: torch.Generator | None = None, static_cache: bool = True,
+                 threads: int | None = None) -> torch.Tensor:
+        """Append `max_new_tokens` sampled tokens to the (B, T) prompt `ids`; returns (B, T + new).
+        `use_cache=False` reruns the whole window per token (the reference path); `static_cache=False` keeps
+        the cache but attends over slots 0..t with per-step shapes (the readable cached path). `threads`:
+        torch threads for the one-token cached steps; None times the first steps on 1 thread and on the
+        current count and keeps the faster (`learnloop.utils.threads.FastestThreads`); the prompt and the
+        uncached path run on the current count."""
         self._check_ids(ids)
         if not greedy:
             check_sampling(temperature, top_k, top_p)
@@ -105,18 +114,22 @@ class GPT(nn.Module):
         B, T = ids.shape
         out = ids.new_empty(B, T + max_new_tokens)
         out[:, :T] = ids
-        caches = self.new_cache() if use_cache else None
-        for t in range(T, T + max_new_tokens):               # out[:, :t] is decoded; sample token t
-            window = out[:, max(0, t - self.context):t]
-            if caches is None:
-                logits = self(window)[:, -1]
-            else:
-                if t > self.context:                          # the window slid: positions changed, recompute
-                    for cache in caches:
-                        cache.reset()
-                fresh = window if len(caches[0]) == 0 else out[:, t - 1:t]
-                logits = self(fresh, caches)[:, -1]
-            out[:, t] = sample_next(logits, temperature, top_k, top_p, generator, greedy)
+        caches = self.new_cache(static_cache) if use_cache else None
+        with FastestThreads(threads if use_cache else torch.get_num_threads()) as step_threads:
+            for t in range(T, T + max_new_tokens):           # out[:, :t] is decoded; sample token t
+                window = out[:, max(0, t - self.context):t]
+                if caches is None:
+                    logits = self(window)[:, -1]
+                else:
+                    if t > self.context:                      # the window slid: positions changed, recompute
+                        for cache in caches:
+                            cache.reset()
+                    if len(caches[0]) == 0:                   # the prompt (or a new window): the usual threads
+                        with FastestThreads(step_threads.original):
+                            logits = self(window, caches)[:, -1]
+                    else:
+                        logits = step_threads(partial(self, out[:, t - 1:t], caches))[:, -1]
+                out[:, t] = sample_next(logits, temperature, top_k, top_p, generator, greedy)
         self.train(was_training)
         return out
 

@@ -89,14 +89,22 @@ class KVCache:
     [t, t + n) and returns views of slots [0, t + n), so a decoding step neither concatenates nor allocates.
     `max_len` (a model's context) sizes the buffers on the first append, so a generation allocates once,
     and appending past it is an error; without `max_len` the capacity doubles whenever it runs out.
-    `reset()` empties the cache and keeps the buffers for reuse."""
+    `reset()` empties the cache and keeps the buffers for reuse.
 
-    def __init__(self, max_len: int | None = None):
+    Static-shape decoding (`static()`, on unless `static=False`): with `max_len`, the buffers are zero-filled and the cache keeps an
+    additive (1, 1, 1, max_len) mask, 0 at filled slots and -inf at empty ones, updated in place. A one-token
+    step then attends over the whole buffer: every step has the same shapes (scores (B, H, 1, max_len)),
+    with no views or masks built per step. The empty slots get weight exp(-inf) = 0 and hold zeros, so the
+    output is that of attending over slots 0..t (equal up to floating-point summation order; tested)."""
+
+    def __init__(self, max_len: int | None = None, static: bool = True):
         if max_len is not None and (isinstance(max_len, bool) or int(max_len) != max_len or max_len < 1):
             raise ValueError(f"max_len must be a positive integer or None, got {max_len}")
         self.max_len = max_len
+        self.is_static = bool(static) and max_len is not None     # one-token steps attend over the whole buffer
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
         self._len = 0
 
     def __len__(self) -> int:
@@ -124,7 +132,7 @@ class KVCache:
         if self._fits(buf, new) and end <= buf.shape[2]:
             return buf
         capacity = self.max_len if self.max_len is not None else max(end, 2 * buf.shape[2] if buf is not None else 0)
-        grown = new.new_empty(B, H, capacity, d)
+        grown = new.new_zeros(B, H, capacity, d) if self.max_len is not None else new.new_empty(B, H, capacity, d)
         if self._len:
             grown[:, :, :self._len] = buf[:, :, :self._len]
         return grown
@@ -141,10 +149,24 @@ class KVCache:
         self._k[:, :, start:end] = k
         self._v[:, :, start:end] = v
         self._len = end
+        if self.max_len is not None:
+            if self._mask is None or self._mask.dtype != k.dtype or self._mask.device != k.device:
+                self._mask = k.new_full((1, 1, 1, self.max_len), float("-inf"))
+                self._mask[..., :start] = 0.0
+            self._mask[..., start:end] = 0.0
         return self._k[:, :, :end], self._v[:, :, :end]
+
+    def static(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys, values, mask) over the whole capacity: (B, H, max_len, d) buffers and the (1, 1, 1, max_len)
+        additive mask of the filled slots (see the class docstring); only for a cache with `max_len`."""
+        if not self.is_static or not self._len:
+            raise ValueError("static() needs a non-empty cache made with max_len and static=True")
+        return self._k, self._v, self._mask
 
     def reset(self) -> None:
         self._len = 0
+        if self._mask is not None:
+            self._mask.fill_(float("-inf"))
 
 
 class MultiheadAttention(nn.Module):
@@ -201,15 +223,15 @@ class MultiheadAttention(nn.Module):
                 nn.init.xavier_normal_(b)
 
     def _project(self, query, key, value):
+        if self._qkv_same_embed_dim and query is key and key is value:      # self-attention: one matmul
+            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            return q, k, v
         E = self.embed_dim
         if self._qkv_same_embed_dim:
             w_q, w_k, w_v = self.in_proj_weight.split(E)
         else:
             w_q, w_k, w_v = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
         b_q, b_k, b_v = self.in_proj_bias.split(E) if self.in_proj_bias is not None else (None, None, None)
-        if self._qkv_same_embed_dim and query is key and key is value:
-            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-            return q, k, v
         return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -255,6 +277,8 @@ class MultiheadAttention(nn.Module):
             key_padding_mask = F.pad(key_padding_mask, (0, 1)) if key_padding_mask is not None else None
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)
+            if L == 1 and kv_cache.is_static and attn_mask is None and key_padding_mask is None and not need_weights:
+                return self._static_step(q, kv_cache, B, unbatched), None
         S_all = k.shape[2]
         if is_causal and attn_mask is None:
             attn_mask = additive_mask(look_ahead_mask(L, S_all, device=q.device), dtype)
@@ -273,12 +297,7 @@ class MultiheadAttention(nn.Module):
             kpm = key_padding_mask.reshape(B, 1, 1, S_all)
             mask = kpm if mask is None else mask + kpm
         out, weights = scaled_dot_product_attention(q, k, v, mask, self.dropout, self.training)
-        out = out.permute(2, 0, 1, 3).reshape(L, B, E)                # (L, B, E)
-        out = self.out_proj(out)
-        if self.batch_first and not unbatched:
-            out = out.transpose(0, 1)
-        if unbatched:
-            out = out.squeeze(1)
+        out = self._output(out, L, B, unbatched)
         if not need_weights:
             return out, None
         if average_attn_weights:
@@ -286,3 +305,22 @@ class MultiheadAttention(nn.Module):
         if unbatched:
             weights = weights.squeeze(0)
         return out, weights
+
+    def _output(self, out: torch.Tensor, L: int, B: int, unbatched: bool) -> torch.Tensor:
+        """(B, H, L, d) head outputs -> W^O applied, in the caller's layout."""
+        out = self.out_proj(out.permute(2, 0, 1, 3).reshape(L, B, self.embed_dim))      # (L, B, E)
+        if self.batch_first and not unbatched:
+            out = out.transpose(0, 1)
+        return out.squeeze(1) if unbatched else out
+
+    def _static_step(self, q: torch.Tensor, kv_cache: KVCache, B: int, unbatched: bool) -> torch.Tensor:
+        """One query over the whole preallocated cache (`KVCache.static`): eq. 1 with fixed shapes."""
+        k, v, mask = kv_cache.static()
+        scores = torch.baddbmm(mask.expand(B, self.num_heads, 1, -1).reshape(-1, 1, mask.shape[-1]),
+                               q.reshape(-1, 1, self.head_dim), k.reshape(-1, k.shape[2], self.head_dim).transpose(1, 2),
+                               alpha=1.0 / math.sqrt(self.head_dim))
+        weights = scores.softmax(dim=-1)
+        if self.dropout > 0.0 and self.training:
+            weights = F.dropout(weights, p=self.dropout)
+        out = torch.bmm(weights, v.reshape(-1, v.shape[2], self.head_dim))
+        return self._output(out.reshape(B, self.num_heads, 1, self.head_dim), 1, B, unbatched)

@@ -172,3 +172,29 @@ def test_bad_prompts():
         m.generate(torch.full((1, 3), 25), 1)
     text = generate_text(m, vocab, "abc", 5, temperature=0.8, top_k=5)
     assert text.startswith("abc") and len(text) <= 8
+
+
+@pytest.mark.parametrize("threads", [None, 1, 2])
+def test_static_and_dynamic_cached_steps_and_any_thread_count_decode_the_same_tokens(threads):
+    m = _model()
+    prompt = torch.randint(0, 20, (2, 3), generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    static = m.generate(prompt, 20, greedy=True, threads=threads)
+    dynamic = m.generate(prompt, 20, greedy=True, static_cache=False, threads=threads)
+    full = m.generate(prompt, 20, greedy=True, use_cache=False)
+    assert torch.equal(static, full) and torch.equal(dynamic, full)
+    assert torch.get_num_threads() == before
+
+
+def test_static_step_logits_equal_attending_over_the_filled_slots():
+    m = _model()
+    x = torch.randint(0, 20, (3, 10))
+    for static in (True, False):
+        caches = m.new_cache(static=static)
+        m(x[:, :4], caches)
+        steps = torch.cat([m(x[:, t:t + 1], caches) for t in range(4, 10)], dim=1)
+        assert caches[0].is_static == static
+        torch.testing.assert_close(steps, m(x)[:, 4:], atol=1e-5, rtol=1e-5)
+    caches[0].reset()
+    with pytest.raises(ValueError, match="static"):
+        caches[0].static()
