@@ -180,6 +180,29 @@ def predict(
         typer.echo(dumps_strict(out)[0])
 
 
+@app.command("generate")
+def generate(
+    run_dir: Path = typer.Argument(..., help="a run folder of a generating recipe (e.g. text-to-image)"),
+    prompt: str = typer.Argument(..., help="what to draw, e.g. \"a dark ankle boot\" (words the model knows)"),
+    n: int = typer.Option(16, "--n", help="images in the grid (1..256)"),
+    guidance: Optional[float] = typer.Option(None, help="classifier-free guidance scale (1: the conditional "
+                                             "model, larger: closer to the prompt, less varied; default: the run's)"),
+    seed: int = typer.Option(0, help="seed of the starting noise: the same seed gives the same grid"),
+    checkpoint: str = typer.Option("best", help="best or last"),
+    out: Optional[Path] = typer.Option(None, help="PNG file to write (default: the run's samples/ folder)"),
+):
+    """Draw a grid of images for a prompt; prints one JSON line with the PNG's path."""
+    from learnloop.recipes import generate_run
+    from learnloop.utils.io import dumps_strict
+
+    _open_run(run_dir)
+    try:
+        result = generate_run(run_dir, prompt, n=n, seed=seed, guidance=guidance, which=checkpoint, out=out)
+    except KeyboardInterrupt:
+        raise _Stop("interrupted; nothing was generated", 130) from None
+    typer.echo(dumps_strict(result)[0])
+
+
 @app.command("lr-find")
 def lr_find(
     recipe: str = typer.Argument(..., help="a supervised recipe, e.g. mlp-fashion"),

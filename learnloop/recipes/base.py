@@ -5,6 +5,7 @@
     stages(cfg, info, upstream)  -> [Stage]: what is trained, in order (default: one stage from `build`)
     evaluate(cfg, run, data)     -> final metrics + report files (plots, tables, samples)
     predictor(run)               -> Predictor: raw user input -> output (`learnloop predict`, serving, app)
+    generator(run)               -> ImageGenerator: a prompt -> an image grid (`learnloop generate`)
     needs                        -> {config key: recipes whose runs it accepts}: upstream runs it consumes
 
 `run`, `resume`, `eval`, `lr-find` and `predict` work on these parts alone, for every recipe. A study
@@ -72,6 +73,19 @@ class Predictor(ABC):
         """A few valid raw inputs (files are written into `folder`), for `predict --help` and the tests."""
 
 
+class ImageGenerator(ABC):
+    """`learnloop generate RUN PROMPT --n N --guidance W --seed S`: a grid of `n` images for one prompt,
+    written to `out` (default: the run's samples/ folder). `prompt` says what the prompt is (a caption, a
+    class name); `guidance` is None where the model has no guidance scale (then a given scale is refused)."""
+
+    prompt: str = "a prompt"
+    guidance: float | None = None          # the default scale, None: the model takes none
+
+    @abstractmethod
+    def generate(self, prompt: str, n: int, seed: int, guidance: float | None, out=None) -> dict:
+        """{"image": path of the PNG grid, ...}; a bad prompt or scale is a one-line `UserError`."""
+
+
 class Parts:
     """Base class of a recipe's parts; override what the recipe has (see the module docstring)."""
 
@@ -92,6 +106,9 @@ class Parts:
         return {}
 
     def predictor(self, run) -> Predictor | None:
+        return None
+
+    def generator(self, run) -> ImageGenerator | None:
         return None
 
 

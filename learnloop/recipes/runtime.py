@@ -12,6 +12,8 @@ No recipe needs glue for any of these: they use only the declared parts (learnlo
 
 from __future__ import annotations
 
+import math
+
 import os
 import platform
 import subprocess
@@ -256,3 +258,29 @@ def predict_run(run_dir, inputs: list[str], *, which: str = "best") -> list[dict
     if not inputs:
         raise UserError(f"predict needs at least one input: {predictor.inputs}")
     return predictor(list(inputs))
+
+
+MAX_GENERATE = 256
+MAX_GUIDANCE = 50.0
+
+
+def generate_run(run_dir, prompt: str, *, n: int = 16, seed: int = 0, guidance: float | None = None,
+                 which: str = "best", out=None) -> dict:
+    """A grid of `n` images for `prompt` from a run whose recipe generates (`Parts.generator`)."""
+    run = load_run(run_dir, which)
+    generator = run.recipe.parts.generator(run)
+    if generator is None:
+        raise UserError(f"recipe '{run.recipe.name}' does not generate images from a prompt")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GENERATE:
+        raise UserError(f"--n must be an integer between 1 and {MAX_GENERATE}, got {n}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise UserError(f"--seed must be an integer in [0, 2**63), got {seed}")
+    if guidance is not None:
+        if generator.guidance is None:
+            raise UserError(f"recipe '{run.recipe.name}' has no guidance scale; leave out --guidance")
+        if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and 0 <= guidance <= MAX_GUIDANCE):
+            raise UserError(f"--guidance must be a number between 0 and {MAX_GUIDANCE}, got {guidance}")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(f"the prompt is empty; give {generator.prompt}")
+    return generator.generate(prompt, n, seed, generator.guidance if guidance is None else float(guidance), out)
+

@@ -35,3 +35,14 @@ def test_predict_images_and_bad_inputs(capsys, tmp_path):
         assert main(["predict", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (args, err)
+
+
+def test_generate_refuses_recipes_that_do_not_generate_and_bad_options(capsys, tmp_path):
+    assert main(["run", "--out", str(tmp_path), "--epochs", "1"]) == 0
+    folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    for args, message in ([str(folder), "a sneaker"], "does not generate images"),\
+            ([str(tmp_path), "a sneaker"], "not a run folder"),\
+            ([str(folder), "a sneaker", "--n", "x"], "--n"):
+        assert main(["generate", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
