@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -89,6 +90,10 @@ def plot_lines(series: dict[str, tuple], path, xlabel: str, ylabel: str, title: 
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
+        xs = sorted({float(v) for x, _ in series.values() for v in x})
+        if 0 < len(xs) <= 12 and xs[0] > 0:         # few x values (sizes, step counts): label exactly those
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
