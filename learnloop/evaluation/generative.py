@@ -88,6 +88,23 @@ def load_extractor(cfg: FeatureConfig) -> Extractor:
 
 
 # --- extractors -----------------------------------------------------------------------------------------
+def evaluator_available() -> bool:
+    """The shipped Fashion-MNIST evaluator's weights and reference statistics are installed."""
+    from learnloop.models.evaluator import STATS_FILE, WEIGHTS_FILE, assets_dir
+
+    return (assets_dir() / WEIGHTS_FILE).is_file() and (assets_dir() / STATS_FILE).is_file()
+
+
+def extractor_ready(features: FeatureConfig) -> bool:
+    """Whether evaluation can run: the Fashion evaluator is installed, or another extractor loads (an unknown
+    extractor or a missing weights file raises its one-line error)."""
+    if features.extractor == "fashion":
+        return evaluator_available()
+    with torch.random.fork_rng(devices=[]):        # building it must not shift training's random stream
+        load_extractor(features)
+    return True
+
+
 class _ObjectExtractor(Extractor):
     """An object with .features(images) and .probs(images) (how extractors were passed before the registry),
     used as is: images reach it unconverted, so it must accept them itself."""

@@ -13,7 +13,7 @@ from learnloop.errors import UserError
 from learnloop.recipes import evaluate_run, get_recipe, load_run, predict_run
 from learnloop.recipes.diffusion.common import EMA_NAME, sampling_model
 from learnloop.recipes.diffusion.ddpm import SMOKE
-from learnloop.recipes.gan.common import evaluator_available
+from learnloop.evaluation.generative import evaluator_available
 
 FAST = {"progress": False, "quiet": True}
 needs_evaluator = pytest.mark.skipif(not evaluator_available(),

@@ -41,7 +41,7 @@ import torch
 from learnloop.engine.callbacks import SampleGrid
 from learnloop.engine.optim import OptimConfig
 from learnloop.errors import UserError
-from learnloop.evaluation.generative import GenerativeEvalConfig, evaluate_generated, format_report
+from learnloop.evaluation.generative import GenerativeEvalConfig, evaluate_generated, extractor_ready, format_report
 from learnloop.losses.vae import elbo_terms
 from learnloop.models.autoencoder import VAE
 from learnloop.recipes.autoencoder.common import (
@@ -51,7 +51,6 @@ from learnloop.recipes.autoencoder.common import (
 from learnloop.recipes.autoencoder.reconstruction import summarise
 from learnloop.recipes.base import Bundle, Parts, Predictor, Stage, recipe
 from learnloop.recipes.config import param, section, with_defaults
-from learnloop.recipes.gan.common import extractor_ready
 from learnloop.recipes.sections import TrainConfig
 from learnloop.tasks.reconstruction import Corruption, VariationalAutoencoding, importance_weighted
 from learnloop.utils.images import save_image_grid

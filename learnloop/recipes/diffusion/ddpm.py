@@ -22,13 +22,14 @@ import re
 
 import torch
 
+from learnloop.evaluation.generative import extractor_ready
+
 from learnloop.errors import UserError
 from learnloop.recipes.base import Bundle, Parts, Predictor, Stage, recipe
 from learnloop.recipes.diffusion.common import (
     DiffusionConfig, build_diffusion, check_config, diffusion_bundle, diffusion_stage, sample_uint8, sampling_model,
 )
 from learnloop.recipes.diffusion.evaluation import evaluate_samples, steps_curve, training_summary
-from learnloop.recipes.gan.common import extractor_ready
 from learnloop.utils.images import save_image_grid
 
 SAMPLE = re.compile(r"^(\d{1,19})(?:x(\d{1,4}))?(?:@(ddpm|ddim)(\d{1,6})?)?$")

@@ -24,7 +24,9 @@ from learnloop.engine.ema import EMA
 from learnloop.engine.optim import OptimConfig
 from learnloop.engine.schedules import ScheduleConfig
 from learnloop.errors import CorruptFileError, UserError
-from learnloop.evaluation.generative import FeatureConfig, GenerativeEvalConfig, load_extractor
+from learnloop.evaluation.generative import (
+    FeatureConfig, GenerativeEvalConfig, evaluator_available, extractor_ready, load_extractor,
+)
 from learnloop.losses.adversarial import ADVERSARIAL_LOSSES
 from learnloop.losses.regularizers import PENALTIES, REGULARIZERS
 from learnloop.models.gan import ARCHITECTURES, D_NORMS, build_gan
@@ -160,22 +162,6 @@ def sample_images(generator: torch.nn.Module, n: int, z_dim: int, k: int = 0, **
 
 
 # --- evaluator glue (learnloop.evaluation, learnloop.models.evaluator) ------------------------------------------
-def evaluator_available() -> bool:
-    """The shipped Fashion-MNIST evaluator's weights and reference statistics are installed."""
-    from learnloop.models.evaluator import STATS_FILE, WEIGHTS_FILE, assets_dir
-
-    return (assets_dir() / WEIGHTS_FILE).is_file() and (assets_dir() / STATS_FILE).is_file()
-
-
-def extractor_ready(features: FeatureConfig) -> bool:
-    """Whether evaluation can run: the Fashion evaluator is installed, or another extractor loads."""
-    if features.extractor == "fashion":
-        return evaluator_available()
-    with torch.random.fork_rng(devices=[]):        # building it must not shift training's random stream
-        load_extractor(features)
-    return True
-
-
 def require_evaluator(features: FeatureConfig) -> None:
     if not extractor_ready(features):
         raise UserError("this recipe needs the evaluator weights learnloop/assets/fashion_evaluator.safetensors; "
