@@ -9,7 +9,6 @@ stages of one run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -29,7 +28,7 @@ from learnloop.recipes.base import Bundle, Parts, Predictor, Stage, recipe
 from learnloop.recipes.config import param, section, with_defaults
 from learnloop.recipes.sections import DataConfig, TrainConfig
 from learnloop.tasks.classification import Classification
-from learnloop.utils.image_files import read_image_file
+from learnloop.utils.image_files import read_image_file, write_example_images
 from learnloop.utils.plots import plot_bars, plot_confusion, plot_curves, plot_lines, plot_top_losses
 
 DATASETS = ("fashion-mnist", "mnist", "digits")
@@ -183,17 +182,7 @@ class ImagePredictor(Predictor):
         self.transform = image_transform(info["mean"], info["std"])
 
     def examples(self, folder) -> list[str]:
-        from PIL import Image
-
-        c, h, w = self.info["shape"]
-        g = torch.Generator().manual_seed(0)
-        paths = []
-        for i in range(2):
-            path = Path(folder) / f"example-{i}.png"
-            pixels = torch.randint(0, 256, (h, w, c), generator=g, dtype=torch.uint8).squeeze(-1).numpy()
-            Image.fromarray(pixels).save(path)
-            paths.append(str(path))
-        return paths
+        return write_example_images(folder, self.info["shape"])
 
     @torch.no_grad()
     def __call__(self, raw: list[str]) -> list[dict]:

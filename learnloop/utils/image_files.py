@@ -49,3 +49,24 @@ def _decode(f, path: Path, size: tuple[int, int], channels: int) -> torch.Tensor
         raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
     t = torch.from_numpy(arr.copy())
     return t.unsqueeze(0) if channels == 1 else t.permute(2, 0, 1).contiguous()
+
+
+def write_example_images(folder, shape, n: int = 2, kind: str = "noise") -> list[str]:
+    """n PNG files of `shape` (C, H, W) in `folder`, for a predictor's `examples()`: seeded uniform noise, or
+    with kind="blob" a light blob on a dark background (like Fashion-MNIST images)."""
+    from PIL import Image
+
+    c, h, w = shape
+    g = torch.Generator().manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    paths = []
+    for i in range(n):
+        if kind == "blob":
+            blob = torch.exp(-((rows - h / 2) ** 2 / (h / 4 + 2 * i) ** 2 + (cols - w / 2) ** 2 / (w / 6 + i) ** 2))
+            pixels = (blob * 230).to(torch.uint8).unsqueeze(-1).repeat(1, 1, c)
+        else:
+            pixels = torch.randint(0, 256, (h, w, c), generator=g, dtype=torch.uint8)
+        path = Path(folder) / f"example-{i}.png"
+        Image.fromarray(pixels.squeeze(-1).numpy() if c == 1 else pixels.numpy()).save(path)
+        paths.append(str(path))
+    return paths

@@ -30,7 +30,7 @@ from learnloop.models.autoencoder import LATENTS
 from learnloop.recipes.base import Bundle
 from learnloop.recipes.config import param
 from learnloop.tasks.reconstruction import Corruption
-from learnloop.utils.image_files import read_image_file
+from learnloop.utils.image_files import read_image_file, write_example_images
 from learnloop.utils.images import save_image_grid
 
 VAL_SEED, TEST_SEED, TEST_SUBSET_SEED = 1_000_003, 2_000_003, 0
@@ -204,18 +204,7 @@ def read_images(paths: list[str], shape) -> torch.Tensor:
 
 def example_images(folder, shape, n: int = 2) -> list[str]:
     """n small PNG files (a light blob on a dark background, like the training images) for `predict --help`."""
-    from PIL import Image
-
-    c, h, w = shape
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    paths = []
-    for i in range(n):
-        blob = torch.exp(-((rows - h / 2) ** 2 / (h / 4 + 2 * i) ** 2 + (cols - w / 2) ** 2 / (w / 6 + i) ** 2))
-        pixels = (blob * 230).to(torch.uint8)
-        path = Path(folder) / f"example-{i}.png"
-        Image.fromarray(pixels.numpy() if c == 1 else pixels.unsqueeze(-1).repeat(1, 1, 3).numpy()).save(path)
-        paths.append(str(path))
-    return paths
+    return write_example_images(folder, shape, n, kind="blob")
 
 
 def output_path(run, raw: str, index: int, tag: str = "") -> Path:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -54,7 +53,7 @@ from learnloop.tasks.contrastive import (
     Contrastive, class_embeddings, linear_probe, recall_at_k, zero_shot_predictions,
 )
 from learnloop.utils.batched import eval_in_batches
-from learnloop.utils.image_files import read_image_file
+from learnloop.utils.image_files import read_image_file, write_example_images
 from learnloop.utils.plots import plot_confusion, plot_curves
 
 TEXT_PREFIX = "text:"
@@ -291,16 +290,7 @@ class ClipPredictor(Predictor):
         self._pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def examples(self, folder) -> list[str]:
-        from PIL import Image
-
-        c, h, w = self.info["shape"]
-        g = torch.Generator().manual_seed(0)
-        paths = []
-        for i in range(2):
-            path = Path(folder) / f"example-{i}.png"
-            pixels = torch.randint(0, 256, (h, w, c), generator=g, dtype=torch.uint8).squeeze(-1).numpy()
-            Image.fromarray(pixels).save(path)
-            paths.append(str(path))
+        paths = write_example_images(folder, self.info["shape"])
         return [*paths, f"{TEXT_PREFIX}a photo of a sneaker", f"{TEXT_PREFIX}a dark, wide coat"]
 
     def _images(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
