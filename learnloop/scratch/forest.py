@@ -8,6 +8,9 @@ Out-of-bag estimate: each row is scored only by the trees whose bootstrap missed
 over the rows with at least one such tree.
 A random forest is bagging of CART trees that draw `max_features` candidate features at each split
 (sqrt(d) by default); it is `Bagging` with that tree factory and nothing else.
+Fitting: the bootstraps are drawn first (counts, then a seed, per estimator, from one generator); CART trees on the
+level-wise search (`learnloop.scratch.cart_levelwise`) then grow together, level by level, in batches sharing one
+presorting of X, each tree equal to its own fit(X[drawn], y[drawn], sample_weight=counts[drawn]).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from __future__ import annotations
 import numpy as np
 
 from learnloop.errors import UserError
-from learnloop.scratch.cart import DecisionTree
+from learnloop.scratch.cart import DecisionTree, fit_levelwise
+from learnloop.scratch.cart_levelwise import Presorted
 from learnloop.scratch.checks import as_features, as_labels, require_fitted
+
+MAX_BATCH_ENTRIES = 2**21  # entries of the trees grown together (larger batches lose more to cache misses)
 
 
 class Bagging:
@@ -38,18 +44,19 @@ class Bagging:
         rng = np.random.default_rng(self.random_state)
         n = len(x)
         n_draw = max(1, round(self.max_samples * n))
-        self.estimators_ = []
-        oob = np.zeros((n, len(self.classes_)))
-        oob_votes = np.zeros(n)
+        bootstraps = []
         for _ in range(self.n_estimators):
             counts = np.bincount(rng.integers(0, n, n_draw), minlength=n)
-            drawn = counts > 0
-            estimator = self.make_estimator(int(rng.integers(2**31)))
-            estimator.fit(x[drawn], y[drawn], sample_weight=counts[drawn])
-            self.estimators_.append(estimator)
-            if self.oob_score and not drawn.all():
-                oob[~drawn] += self._proba_of(estimator, x[~drawn])
-                oob_votes[~drawn] += 1
+            bootstraps.append((counts, self.make_estimator(int(rng.integers(2**31)))))
+        _fit_all(x, y, bootstraps)
+        self.estimators_ = [estimator for _, estimator in bootstraps]
+        oob = np.zeros((n, len(self.classes_)))
+        oob_votes = np.zeros(n)
+        for counts, estimator in bootstraps if self.oob_score else ():
+            missed = counts == 0
+            if missed.any():
+                oob[missed] += self._proba_of(estimator, x[missed])
+                oob_votes[missed] += 1
         if self.oob_score:
             scored = oob_votes > 0
             if not scored.any():
@@ -81,12 +88,34 @@ class Bagging:
         return mean / mean.sum() if mean.sum() > 0 else mean
 
 
+def _fit_all(x: np.ndarray, y: np.ndarray, bootstraps: list) -> None:
+    """Fit every (counts, estimator) on the rows with counts > 0, weighted by the counts. Consecutive DecisionTrees
+    with equal settings and the level-wise search grow together, in batches of about MAX_BATCH_ENTRIES entries,
+    on one presorting of x; any other estimator gets fit(x[drawn], y[drawn], sample_weight=counts[drawn])."""
+    presorted, batch, size = None, [], 0
+    for counts, estimator in bootstraps + [(None, None)]:
+        levelwise = isinstance(estimator, DecisionTree) and estimator.uses_levelwise(counts, x.shape[1])
+        if batch and (not levelwise or estimator.settings() != batch[0][1].settings() or size > MAX_BATCH_ENTRIES):
+            fit_levelwise([e for _, e in batch], presorted, [np.flatnonzero(c) for c, _ in batch],
+                          [c[c > 0] for c, _ in batch], y)
+            batch, size = [], 0
+        if levelwise:
+            presorted = Presorted(x) if presorted is None else presorted
+            batch.append((counts, estimator))
+            size += np.count_nonzero(counts) * max(presorted.entries_per_row, 1.0)
+        elif estimator is not None:
+            drawn = counts > 0
+            estimator.fit(x[drawn], y[drawn], sample_weight=counts[drawn])
+
+
 class RandomForest(Bagging):
     def __init__(self, n_estimators: int = 100, criterion: str = "gini", max_depth: int | None = None,
                  min_samples_split: int = 2, min_samples_leaf: int = 1, max_features="sqrt",
-                 max_samples: float = 1.0, oob_score: bool = False, random_state=None):
+                 max_samples: float = 1.0, oob_score: bool = False, random_state=None, split_search: str = "auto"):
         def make_tree(seed: int) -> DecisionTree:
             return DecisionTree(criterion=criterion, max_depth=max_depth, min_samples_split=min_samples_split,
-                                min_samples_leaf=min_samples_leaf, max_features=max_features, random_state=seed)
+                                min_samples_leaf=min_samples_leaf, max_features=max_features, random_state=seed,
+                                split_search=split_search)
 
+        make_tree(0)  # validates the tree settings now
         super().__init__(make_tree, n_estimators, max_samples, oob_score, random_state)

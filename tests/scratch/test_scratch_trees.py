@@ -162,3 +162,157 @@ def test_errors():
         RandomForest(3, max_features="all").fit(X, Y)
     with pytest.raises(UserError, match="NaN"):
         DecisionTree().fit(np.array([[np.nan]]), [0])
+
+
+# ---- level-wise split search (learnloop.scratch.cart_levelwise): equal to the per-node reference ----
+
+def _same_tree(a, b):
+    assert np.array_equal(a.classes_, b.classes_)
+    for name in ("feature_", "threshold_", "children_left_", "children_right_"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    np.testing.assert_array_equal(a.value_, b.value_)
+    np.testing.assert_allclose(a.feature_importances_, b.feature_importances_, rtol=1e-12, atol=1e-15)
+    assert a.depth_ == b.depth_
+
+
+def _tied_data(seed, n, d):
+    """Few distinct values per column (ties everywhere), one column continuous, one near-constant."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, rng.integers(2, 7), size=(n, d)).astype(float)
+    x[:, 0] = rng.normal(size=n).round(1)
+    if d > 2:
+        x[:, 2] = rng.random(n) < 0.1
+    y = rng.integers(0, rng.integers(2, 4), size=n)
+    return x, y
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 150), d=st.integers(1, 6),
+       criterion=st.sampled_from(["gini", "entropy"]), min_leaf=st.integers(1, 4), min_split=st.integers(2, 12),
+       depth=st.sampled_from([None, 1, 3]), max_features=st.sampled_from([None, 1, 2, "sqrt"]),
+       weighted=st.booleans())
+def test_levelwise_tree_equals_reference_tree(seed, n, d, criterion, min_leaf, min_split, depth, max_features,
+                                              weighted):
+    x, y = _tied_data(seed, n, d)
+    w = np.random.default_rng(seed + 1).integers(0, 4, size=n).astype(float) if weighted else None
+    kw = dict(criterion=criterion, max_depth=depth, min_samples_leaf=min_leaf, min_samples_split=min_split,
+              max_features=max_features, random_state=seed)
+    ref = DecisionTree(split_search="reference", **kw).fit(x, y, sample_weight=w)
+    _same_tree(DecisionTree(split_search="levelwise", **kw).fit(x, y, sample_weight=w), ref)
+    _same_tree(DecisionTree(**kw).fit(x, y, sample_weight=w), ref)
+
+
+@pytest.mark.parametrize("criterion", ["gini", "entropy"])
+def test_levelwise_equals_reference_on_breast_cancer(criterion):
+    for kw in ({}, {"max_depth": 3}, {"min_samples_leaf": 7}, {"max_features": "sqrt", "random_state": 3}):
+        ref = DecisionTree(criterion, split_search="reference", **kw).fit(X, Y)
+        _same_tree(DecisionTree(criterion, split_search="levelwise", **kw).fit(X, Y), ref)
+
+
+def test_tie_rule_fewest_rows_left_then_lowest_feature():
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = np.array([0, 1, 1, 0])  # cuts after 1 and after 3 rows cost the same: the 1-row cut wins
+    for search in ("reference", "levelwise"):
+        assert DecisionTree(max_depth=1, split_search=search).fit(x, y).threshold_[0] == 0.5
+    a = np.array([1, 1, 1, 0, 0, 0, 0, 0], dtype=float)
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    mirrored = np.stack([a, 1 - a], axis=1)  # the same partition: 5 rows on the left via feature 0, 3 via feature 1
+    duplicated = np.stack([a, a], axis=1)  # the same partition and the same rows on the left: lower index
+    for search in ("reference", "levelwise"):
+        assert DecisionTree(max_depth=1, split_search=search).fit(mirrored, y).feature_[0] == 1
+        assert DecisionTree(max_depth=1, split_search=search).fit(duplicated, y).feature_[0] == 0
+
+
+def test_levelwise_counting_paths_agree_with_brute_force():
+    """The three ways LevelCells counts a node (all entries, dense histogram, sorted entries) give the same cells."""
+    from learnloop.scratch.cart_cells import LevelCells, class_bits
+    from learnloop.scratch.cart_levelwise import Presorted
+
+    x, y = _tied_data(5, 300, 5)
+    pre = Presorted(x)
+    entry_class = (pre.entry_bin << class_bits(3)) | y[pre.entry_row]
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(300, 200, replace=False))
+    node = rng.integers(0, 4, size=200)
+    w = rng.integers(1, 5, size=200).astype(float)
+    nodes = np.ones(4, dtype=bool)
+    got = [make(pre, entry_class, rows, node, nodes, w, 3)
+           for make in (LevelCells._full, LevelCells._dense, LevelCells._sorted)]
+    bins = pre.offset[:-1, None] + pre.rank.astype(np.intp)  # (d, n) bin of every value
+    expected = {}
+    for r, t, weight in zip(rows, node, w):
+        for f in range(5):
+            if bins[f, r] != pre.mode_bin[f]:
+                key = (int(t) << pre.bin_bits) | int(bins[f, r])
+                cls, count = expected.get(key, (np.zeros(3), 0))
+                cls = cls.copy()
+                cls[y[r]] += weight
+                expected[key] = (cls, count + 1)
+    far = LevelCells._sorted(pre, entry_class, rows, node + 2**50, None, w, 3)  # keys too wide to pack: argsort
+    got.append(LevelCells(((far.key >> pre.bin_bits) - 2**50 << pre.bin_bits) | (far.key & ((1 << pre.bin_bits) - 1)),
+                          far.cls, far.rows, pre.bin_bits))
+    keys = np.array(sorted(expected))
+    for cells in got:
+        np.testing.assert_array_equal(cells.key, keys)
+        np.testing.assert_array_equal(cells.cls, np.array([expected[k][0] for k in keys]))
+        np.testing.assert_array_equal(cells.rows, np.array([expected[k][1] for k in keys]))
+
+
+def test_forest_trees_equal_reference_trees_and_separate_fits():
+    """Trees grown together (one batch, one presorting, bootstrap as weights) equal the per-node reference."""
+    x, y = _tied_data(11, 400, 6)
+    y[0] = 9  # a class of one row, missing from about a third of the bootstraps
+    for kw in ({}, {"max_features": 2, "min_samples_leaf": 3}, {"criterion": "entropy", "max_depth": 4}):
+        fast = RandomForest(12, random_state=0, split_search="levelwise", **kw).fit(x, y)
+        ref = RandomForest(12, random_state=0, split_search="reference", **kw).fit(x, y)
+        for a, b in zip(fast.estimators_, ref.estimators_):
+            _same_tree(a, b)
+        assert any(len(e.classes_) < len(fast.classes_) for e in fast.estimators_)
+        np.testing.assert_array_equal(fast.predict_proba(x), ref.predict_proba(x))
+    bag = Bagging(lambda seed: DecisionTree(random_state=seed, split_search="levelwise"), 5, random_state=1).fit(x, y)
+    rng = np.random.default_rng(1)  # the bootstraps Bagging draws: counts, then a seed, per estimator
+    for estimator in bag.estimators_:
+        counts = np.bincount(rng.integers(0, len(x), len(x)), minlength=len(x))
+        seed = int(rng.integers(2**31))
+        drawn = counts > 0
+        alone = DecisionTree(random_state=seed, split_search="reference").fit(x[drawn], y[drawn], counts[drawn])
+        _same_tree(estimator, alone)
+
+
+def test_split_search_choice_and_edge_cases():
+    x, y = _tied_data(3, 60, 4)
+    fractional = np.random.default_rng(0).random(60)
+    with pytest.raises(UserError, match="split_search"):
+        DecisionTree(split_search="fast")
+    with pytest.raises(UserError, match="whole-number"):
+        DecisionTree(split_search="levelwise").fit(x, y, sample_weight=fractional)
+    big_fractional = np.random.default_rng(1).random(1000) * 3
+    assert not DecisionTree().uses_levelwise(big_fractional, 100)  # auto: fractional weights take the reference
+    assert DecisionTree().uses_levelwise(np.ones(1000), 100) and not DecisionTree().uses_levelwise(np.ones(10), 100)
+    _same_tree(DecisionTree().fit(x, y, sample_weight=fractional),
+               DecisionTree(split_search="reference").fit(x, y, sample_weight=fractional))
+    for search in ("reference", "levelwise"):
+        assert DecisionTree(split_search=search).fit(np.zeros((5, 0)), [0, 1, 0, 1, 1]).n_leaves == 1
+        assert DecisionTree(split_search=search).fit([[1.0]], ["a"]).predict([[3.0]]).tolist() == ["a"]
+        assert DecisionTree(split_search=search).fit(np.ones((6, 3)), [0, 1] * 3).n_leaves == 1
+
+
+def test_levelwise_fallbacks_equal_the_main_paths():
+    """Huge whole-number weights (no packed counts, no packed sort keys) and the by-key child cells of huge levels."""
+    from learnloop.scratch.cart_levelwise import Presorted, grow
+
+    x, y = _tied_data(8, 1000, 2)
+    w = np.full(1000, 2.0**40)
+    w[::7] = 2.0**39
+    _same_tree(DecisionTree(split_search="levelwise").fit(x, y, sample_weight=w),
+               DecisionTree(split_search="reference").fit(x, y, sample_weight=w))
+    x, y = _tied_data(9, 500, 5)
+    codes = np.unique(y, return_inverse=True)[1]
+    pre = Presorted(x)
+    args = (pre, [np.arange(500), np.arange(0, 500, 3)], [np.ones(500), np.full(167, 2.0)], codes, codes.max() + 1,
+            "gini", np.inf, 2, 1, 2)
+    table = grow(*args, [np.random.default_rng(0), np.random.default_rng(1)])
+    by_key = grow(*args, [np.random.default_rng(0), np.random.default_rng(1)], max_table=0)
+    for a, b in zip(table, by_key):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
