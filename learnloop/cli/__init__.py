@@ -30,7 +30,9 @@ try:
     import typer
 
     from learnloop.cli.checks import _check_device, _check_out_folder, _open_run
-    from learnloop.cli.dispatch import DISK_FULL as DISK_FULL, PATH_PROBLEMS as PATH_PROBLEMS, SigintSeen, _dispatch
+    from learnloop.cli.dispatch import (
+        DISK_FULL as DISK_FULL, PATH_PROBLEMS as PATH_PROBLEMS, SigintSeen, _dispatch, reraise_swallowed_sigint,
+    )
     from learnloop.cli.dispatch import _os_error as _os_error           # tests import it from here
     from learnloop.cli.interrupt import _interrupted_run, _new_run_folder, _run_folders, _Stop
     from learnloop.cli.listing import compare, runs
@@ -100,6 +102,8 @@ def run(
     """Train and evaluate a recipe; prints progress, then the run folder's path as the last line."""
     from learnloop.recipes import get_recipe, run_recipe
 
+    reraise_swallowed_sigint()
+
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}")
     if epochs is not None and epochs > MAX_EPOCHS:
@@ -128,6 +132,8 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder (runs/<recipe>
     """Continue a stopped or interrupted run exactly where its last checkpoint left off."""
     from learnloop.recipes import resume_run
 
+    reraise_swallowed_sigint()
+
     run = _open_run(run_dir)
     _check_device(run.config().get("device", "cpu"))
     started = time.time()
@@ -143,6 +149,8 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder (runs/<recipe>
 def evaluate(run_dir: Path = typer.Argument(..., help="a run folder")):
     """Re-evaluate a run's best checkpoint with the recipe's full metric set (writes eval.json)."""
     from learnloop.recipes import evaluate_run
+
+    reraise_swallowed_sigint()
 
     _open_run(run_dir)
     try:
@@ -162,6 +170,8 @@ def predict(
     """Apply a trained run to your own inputs; prints one JSON line per input (`learnloop predict RUN` alone
     says what the run's predictor expects)."""
     from learnloop.recipes import load_run, predict_run
+
+    reraise_swallowed_sigint()
 
     _open_run(run_dir)
     if not inputs:
@@ -195,6 +205,8 @@ def generate(
     from learnloop.recipes import generate_run
     from learnloop.utils.io import dumps_strict
 
+    reraise_swallowed_sigint()
+
     _open_run(run_dir)
     try:
         result = generate_run(run_dir, prompt, n=n, seed=seed, guidance=guidance, which=checkpoint, out=out)
@@ -213,6 +225,8 @@ def lr_find(
 ):
     """Learning-rate range test: sweep the rate geometrically, plot the loss, suggest a value."""
     from learnloop.recipes import get_recipe, lr_find_recipe
+
+    reraise_swallowed_sigint()
 
     get_recipe(recipe)
     _check_out_folder(out)

@@ -45,12 +45,23 @@ class SigintSeen:
     Ctrl-C that lands inside an import can surface as an unrelated error (ImportError, RecursionError, a
     half-initialised module), which is still an interruption, not a bug to show as a traceback."""
 
+    installed: "SigintSeen | None" = None       # the handler `main` installed in this process
+
     def __init__(self):
         self.seen = False
+        SigintSeen.installed = self
 
     def __call__(self, signum, frame):
         self.seen = True
         signal.default_int_handler(signum, frame)
+
+
+def reraise_swallowed_sigint() -> None:
+    """Raise KeyboardInterrupt if a Ctrl-C already fired but never surfaced: one that lands while torch's C++
+    start-up imports NumPy is dropped there, and the command would otherwise run to the end. Commands call
+    this once their heavy imports are done."""
+    if SigintSeen.installed is not None and SigintSeen.installed.seen:
+        raise KeyboardInterrupt
 
 
 def _dispatch(app, argv: list[str] | None, sigint: SigintSeen | None = None) -> int:
