@@ -31,7 +31,7 @@ try:
 
     from learnloop.cli.checks import _check_device, _check_out_folder, _open_run
     from learnloop.cli.dispatch import (
-        DISK_FULL as DISK_FULL, PATH_PROBLEMS as PATH_PROBLEMS, SigintSeen, _dispatch, reraise_swallowed_sigint,
+        DISK_FULL as DISK_FULL, PATH_PROBLEMS as PATH_PROBLEMS, SigintSeen, _dispatch, interruptible,
     )
     from learnloop.cli.dispatch import _os_error as _os_error           # tests import it from here
     from learnloop.cli.interrupt import _interrupted_run, _new_run_folder, _run_folders, _Stop
@@ -102,7 +102,7 @@ def run(
     """Train and evaluate a recipe; prints progress, then the run folder's path as the last line."""
     from learnloop.recipes import get_recipe, run_recipe
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}")
@@ -132,7 +132,7 @@ def resume(run_dir: Path = typer.Argument(..., help="a run folder (runs/<recipe>
     """Continue a stopped or interrupted run exactly where its last checkpoint left off."""
     from learnloop.recipes import resume_run
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     run = _open_run(run_dir)
     _check_device(run.config().get("device", "cpu"))
@@ -150,7 +150,7 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a run folder")):
     """Re-evaluate a run's best checkpoint with the recipe's full metric set (writes eval.json)."""
     from learnloop.recipes import evaluate_run
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     _open_run(run_dir)
     try:
@@ -171,7 +171,7 @@ def predict(
     says what the run's predictor expects)."""
     from learnloop.recipes import load_run, predict_run
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     _open_run(run_dir)
     if not inputs:
@@ -205,7 +205,7 @@ def generate(
     from learnloop.recipes import generate_run
     from learnloop.utils.io import dumps_strict
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     _open_run(run_dir)
     try:
@@ -226,7 +226,7 @@ def lr_find(
     """Learning-rate range test: sweep the rate geometrically, plot the loss, suggest a value."""
     from learnloop.recipes import get_recipe, lr_find_recipe
 
-    reraise_swallowed_sigint()
+    interruptible()
 
     get_recipe(recipe)
     _check_out_folder(out)

@@ -41,26 +41,33 @@ def _os_error(e: OSError) -> tuple[str, int]:
 
 
 class SigintSeen:
-    """A SIGINT handler that remembers it fired, then raises KeyboardInterrupt as Python's own does: a
-    Ctrl-C that lands inside an import can surface as an unrelated error (ImportError, RecursionError, a
-    half-initialised module), which is still an interruption, not a bug to show as a traceback."""
+    """The command line's SIGINT handler. Until a command calls `interruptible()` (once its heavy imports are
+    done) it only remembers the Ctrl-C: raising KeyboardInterrupt inside torch's C++ start-up either aborts
+    the process (a pybind11 callback cannot carry it: "terminate called", exit -6) or is dropped there (torch
+    imports NumPy from C++ and swallows the error, so the command would run to its end). From then on it
+    raises KeyboardInterrupt at once, as Python's own handler does; `_dispatch` maps a Ctrl-C that never
+    surfaced to exit code 130 too."""
 
     installed: "SigintSeen | None" = None       # the handler `main` installed in this process
 
     def __init__(self):
-        self.seen = False
+        self.seen, self.deferred = False, True
         SigintSeen.installed = self
 
     def __call__(self, signum, frame):
         self.seen = True
-        signal.default_int_handler(signum, frame)
+        if not self.deferred:
+            signal.default_int_handler(signum, frame)
 
 
-def reraise_swallowed_sigint() -> None:
-    """Raise KeyboardInterrupt if a Ctrl-C already fired but never surfaced: one that lands while torch's C++
-    start-up imports NumPy is dropped there, and the command would otherwise run to the end. Commands call
-    this once their heavy imports are done."""
-    if SigintSeen.installed is not None and SigintSeen.installed.seen:
+def interruptible() -> None:
+    """Commands call this after their heavy imports: a Ctrl-C that came during them raises now, later ones at
+    once (no-op without an installed handler, as when tests call `main(argv)`)."""
+    handler = SigintSeen.installed
+    if handler is None:
+        return
+    handler.deferred = False
+    if handler.seen:
         raise KeyboardInterrupt
 
 
@@ -113,4 +120,7 @@ def _dispatch(app, argv: list[str] | None, sigint: SigintSeen | None = None) -> 
         if rv == 130:
             _say("interrupted")
         return rv
+    if sigint is not None and sigint.seen:      # a Ctrl-C during a command that never became interruptible
+        _say("interrupted")
+        return 130
     return 0

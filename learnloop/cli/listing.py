@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from learnloop.cli.dispatch import interruptible
 from learnloop.cli.checks import _check_path_text, _check_plot_file, _existing
 from learnloop.cli.text import _fmt, _q, _table, one_line
 from learnloop.errors import UserError
@@ -36,6 +37,7 @@ def runs(root: Path = typer.Option(Path("runs"), help="root folder of run folder
     from learnloop.engine.run import RunFolder
     from learnloop.recipes import recipes
 
+    interruptible()
     _check_path_text(root, "--root")
     if not root.is_dir():
         raise UserError(f"{_q(root)}: no such folder (runs are written to ./runs by default)")
@@ -76,6 +78,7 @@ def compare(
     whose files cannot be read is left out, with the reason."""
     from learnloop.engine.run import RunFolder
 
+    interruptible()
     folders = [_existing(d) for d in run_dirs]
     if plot is not None:
         _check_plot_file(plot)
