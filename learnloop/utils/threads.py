@@ -28,7 +28,7 @@ class FastestThreads:
     """`with FastestThreads() as run: ...; y = run(step)`. `threads=None` tries 1 and the current count;
     an int fixes the count (no trial). `chosen` is the count in use once the trial is over."""
 
-    def __init__(self, threads: int | None = None, trials: int = 3):
+    def __init__(self, threads: int | None = None, trials: int = 6):
         check_threads(threads)
         self.original = torch.get_num_threads()
         if threads is not None:
