@@ -89,6 +89,10 @@ def build_config(recipe: Recipe, overrides: dict | None = None, epochs: int | No
         overrides[key] = epochs
     cfg = apply_overrides(cfg, overrides)
     validate(cfg)
+    for key in recipe.parts.needs:                   # upstream runs are recorded as absolute paths, so the run
+        path = getattr(cfg, key, "")                 # folder still finds them from another working directory
+        if isinstance(path, str) and path:
+            setattr(cfg, key, str(Path(path).absolute()))
     return cfg
 
 

@@ -77,3 +77,12 @@ def test_upstream_runs_are_checked_against_needs(digits_run, tmp_path):
         learnloop.run("ulmfit-classify", out=tmp_path, lm_run=str(digits_run.folder), **FAST)
     with pytest.raises(UserError, match="no such run folder"):
         learnloop.run("ulmfit-classify", out=tmp_path, lm_run=str(tmp_path / "nope"), **FAST)
+
+
+def test_upstream_run_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    from learnloop.recipes import get_recipe
+    from learnloop.recipes.runtime import build_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = build_config(get_recipe("text-to-image"), {"vae_run": "runs/vae/a", "clip_run": ""})
+    assert cfg.vae_run == str(tmp_path / "runs" / "vae" / "a") and cfg.clip_run == ""
