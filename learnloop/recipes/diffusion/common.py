@@ -168,19 +168,27 @@ def build_unet(cfg: DiffusionConfig, info: dict) -> UNet:
                 norm_groups=u.norm_groups)
 
 
-def diffusion_bundle(cfg: DiffusionConfig, seed: int, train: bool = True) -> Bundle:
-    """Training batches in [-1, 1] (`RandomBatches`), the validation set (t, eps, images, labels) with fixed
-    t and eps, and the info the model is built from. The validation images are held out of the training
-    split by a seeded permutation; `data.subset` then limits the training images."""
-    check_config(cfg)
+def split_images(cfg, seed: int):
+    """(validation images, training images) of Fashion-MNIST's training split: `data.val_samples` held out by a
+    permutation seeded with the run's seed, then the first `data.subset` of the rest (as ddpm splits)."""
     images = load_fashion_mnist("train", cfg.data.path or None)
     n_val = cfg.data.val_samples
     if n_val >= len(images):
         raise UserError(f"data.val_samples={n_val} leaves no training images (the split has {len(images)})")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    val_part, train_part = images.subset(order[:n_val]), images.subset(order[n_val:])
-    if 0 < cfg.data.subset < len(train_part):
-        train_part = train_part.subset(torch.arange(cfg.data.subset))
+    val, train = images.subset(order[:n_val]), images.subset(order[n_val:])
+    if 0 < cfg.data.subset < len(train):
+        train = train.subset(torch.arange(cfg.data.subset))
+    return val, train
+
+
+def diffusion_bundle(cfg: DiffusionConfig, seed: int, train: bool = True) -> Bundle:
+    """Training batches in [-1, 1] (`RandomBatches`), the validation set (t, eps, images, labels) with fixed
+    t and eps, and the info the model is built from. The validation images are held out of the training
+    split by a seeded permutation; `data.subset` then limits the training images."""
+    check_config(cfg)
+    val_part, train_part = split_images(cfg, seed)
+    n_val = len(val_part)
     info = {"dataset": cfg.data.dataset, "shape": list(train_part.shape), "classes": list(train_part.classes)}
     if not train:
         return Bundle(info=info)

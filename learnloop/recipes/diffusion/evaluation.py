@@ -33,11 +33,12 @@ def flatten(prefix: str, result: dict) -> dict:
     return out
 
 
-def training_summary(run) -> dict:
-    """Epochs, steps, CPU minutes, stop reason and the last epoch's train_/val_ metrics, from `last`."""
-    state = run.checkpoint(STAGE, "last")
+def training_summary(run, stage: str = STAGE, title: str | None = None) -> dict:
+    """Epochs, steps, CPU minutes, stop reason and the last epoch's train_/val_ metrics of a DiffusionTask
+    stage, from its `last` checkpoint; plots/curves.png."""
+    state = run.checkpoint(stage, "last")
     if state is None:
-        raise UserError(f"{run.path}: no checkpoint (checkpoints/last.safetensors); finish it with "
+        raise UserError(f"{run.path}: no checkpoint for stage '{stage or 'the model'}'; finish it with "
                         f"`learnloop resume {run.path}`")
     task = state.get("task") if isinstance(state.get("task"), dict) else {}
     out = {"epochs_trained": state["epoch"], "steps": state["step"],
@@ -49,9 +50,9 @@ def training_summary(run) -> dict:
     history = state.get("history") if isinstance(state.get("history"), list) else []
     if history and isinstance(history[-1], dict):
         out.update({k: v for k, v in history[-1].items() if k.startswith(("train_", "val_"))})
-    history = run.history(STAGE)
+    history = run.history(stage)
     if history:
-        plot_curves(history, run.plots / "curves.png", title=run.path.parent.name)
+        plot_curves(history, run.plots / "curves.png", title=title or run.path.parent.name)
     if out.get("stop_reason"):
         run.say(out["stop_reason"])
     return out

@@ -25,7 +25,6 @@ import torch
 
 from learnloop.data.captions import CaptionLoader, CaptionSampler, CaptionTokenizer, class_prompts
 from learnloop.data.loader import TensorLoader, image_transform
-from learnloop.data.vision import load_fashion_mnist
 from learnloop.engine.callbacks import SampleGrid
 from learnloop.engine.checkpoint import load_module_state
 from learnloop.engine.ema import EMA
@@ -33,7 +32,7 @@ from learnloop.errors import CorruptFileError, UserError
 from learnloop.models.diffusion import sample
 from learnloop.models.latent_diffusion import GuidedDenoiser, LatentDenoiser, drop_captions
 from learnloop.models.unet import UNet
-from learnloop.recipes.diffusion.common import EMA_NAME, GRID_SEED, build_diffusion
+from learnloop.recipes.diffusion.common import EMA_NAME, GRID_SEED, build_diffusion, split_images
 from learnloop.recipes.runtime import MAX_GUIDANCE
 from learnloop.tasks.diffusion import DiffusionTask, fixed_validation
 
@@ -61,20 +60,6 @@ class CaptionBatches(CaptionLoader):
     def permutation(self, g: torch.Generator) -> torch.Tensor:
         need = self.size()
         return torch.cat([torch.randperm(self.n, generator=g) for _ in range(math.ceil(need / self.n))])[:need]
-
-
-def split_images(cfg, seed: int):
-    """(validation images, training images) of Fashion-MNIST's training split: `data.val_samples` held out by a
-    permutation seeded with the run's seed, then the first `data.subset` of the rest (as ddpm splits)."""
-    images = load_fashion_mnist("train", cfg.data.path or None)
-    n_val = cfg.data.val_samples
-    if n_val >= len(images):
-        raise UserError(f"data.val_samples={n_val} leaves no training images (the split has {len(images)})")
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    val, train = images.subset(order[:n_val]), images.subset(order[n_val:])
-    if 0 < cfg.data.subset < len(train):
-        train = train.subset(torch.arange(cfg.data.subset))
-    return val, train
 
 
 def latent_loaders(cfg, info: dict, seed: int) -> tuple:

@@ -47,14 +47,15 @@ from learnloop.recipes.autoencoder.vae import VAEConfig, VAEParts
 from learnloop.recipes.base import Bundle, ImageGenerator, Parts, Predictor, Stage, recipe
 from learnloop.recipes.config import param, section, with_defaults
 from learnloop.recipes.diffusion.common import DiffusionDataConfig, DiffusionTrainConfig, SamplerConfig, UNetConfig
+from learnloop.recipes.diffusion.evaluation import training_summary as unet_summary
 from learnloop.recipes.diffusion.guidance import evaluate_guidance
 from learnloop.recipes.diffusion.latent import STAGE, build_task, build_unet, frozen_parts, latent_loaders, run_sampler
-from learnloop.recipes.gan.common import classifier, extractor_ready
+from learnloop.evaluation.generative import extractor_ready
+from learnloop.recipes.gan.common import classifier
 from learnloop.recipes.multimodal.clip import ClipConfig, ClipParts
 from learnloop.recipes.runs import read_info, read_run_config
 from learnloop.recipes.runtime import MAX_GUIDANCE
 from learnloop.utils.images import save_image_grid
-from learnloop.utils.plots import plot_curves
 
 PREDICT_N, PREDICT_SEED = 16, 0            # what `predict` draws per prompt (`learnloop generate`'s defaults)
 CAPTION_KEYS = ("vocab", "max_len", "captions", "classes", "shape")
@@ -216,23 +217,9 @@ class TextToImageParts(Parts):
 
 
 def training_summary(run) -> dict:
-    """The U-Net stage's epochs, steps, CPU minutes, stop reason, best and last losses; the other stages'
-    monitored values when they were trained here; plots/curves.png."""
-    state = run.checkpoint(STAGE, "last")
-    if state is None:
-        raise UserError(f"{run.path}: no checkpoint for stage '{STAGE}'; finish it with `learnloop resume {run.path}`")
-    task = state.get("task") if isinstance(state.get("task"), dict) else {}
-    out = {"epochs_trained": state["epoch"], "steps": state["step"],
-           "train_cpu_min": float(task.get("elapsed", 0.0)) / 60}
-    if isinstance(state.get("best"), (int, float)):
-        out["best_val_loss"] = float(state["best"])
-    if state.get("stop_reason"):
-        out["stop_reason"] = str(state["stop_reason"])
-        run.say(out["stop_reason"])
-    history = run.history(STAGE)
-    if history:
-        out.update({k: v for k, v in history[-1].items() if k.startswith(("train_", "val_"))})
-        plot_curves(history, run.plots / "curves.png", title="text-to-image U-Net")
+    """The U-Net stage's summary (learnloop.recipes.diffusion.evaluation.training_summary) and the other
+    stages' monitored values when they were trained here."""
+    out = unet_summary(run, STAGE, "text-to-image U-Net")
     for stage, key, best in (("vae", "val_loss", min), ("clip", "val_zero_shot_accuracy", max)):
         values = [r[key] for r in run.history(stage) if isinstance(r.get(key), (int, float))] if stage in run.tasks \
             else []
