@@ -1,25 +1,32 @@
 """Back-propagation through time written by hand (Werbos, 1990): the fast path of `learnloop.nn.recurrent`.
 
 One call runs one direction of one recurrent layer over a whole (T, B, I) sequence. Autograd records no
-per-step graph; instead this module does what cuDNN does:
+per-step graph; instead this module does what cuDNN / oneDNN do:
 
 1. the input projection of all T steps is one matmul:   P = X W_ih^T + b            (T*B, G*H)
-2. the loop does only the recurrent part per step, writing into preallocated buffers
-   (no per-step allocation):                              gates_t = P_t + h_{t-1} W_hh^T
-3. backward walks the steps in reverse, carrying dh and dc; per step it needs one matmul
-   (dh_{t-1} = dgates_t W_hh) and a few element-wise products with factors precomputed in bulk;
+2. the loop does only the recurrent part per step, in place in buffers allocated once per call for all
+   steps (per-step views made in one `unbind`):           gates_t = P_t + h_{t-1} W_hh^T
+3. backward walks the steps in reverse, carrying dh and dc; per step it does one matmul, which also adds
+   the output gradient of the next step it visits (dh_{t-1} = g_out_{t-1} + dgates_t W_hh), and a few
+   element-wise products with factors computed for all steps at once before the loop;
 4. the weight gradients are summed over time in one matmul each:
        dW_hh = sum_t dgates_t^T h_{t-1},   dW_ih = dgates^T X,   dX = dgates W_ih,   db = sum dgates.
+A step is one matmul and a few single-threaded element-wise ops: tanh is computed as 2 s(2u) - 1 from
+doubled pre-activations (torch.tanh opens a parallel region on every (B, H) step, see _tanh_from_sigmoid),
+and the LSTM's four gates take one sigmoid. Measured by bench/bench_recurrent.py.
 
-Gate equations (gate order and symbols as in torch.nn, see recurrent.py):
-    Elman:  h_t = act(P_t + W_hh h_{t-1})                          dpre = dh * act'(.)
-    LSTM:   [i, f, g, o] = [s, s, tanh, s](P_t + W_hh h_{t-1}),     c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)
+Gate equations (gate order and symbols as in torch.nn, see recurrent.py); s = sigmoid:
+    Elman (Elman, 1990):  h_t = act(P_t + W_hh h_{t-1})                       dpre = dh act'(.)
+    LSTM (Hochreiter & Schmidhuber, 1997; forget gate Gers et al., 2000):
+            [i, f, g, o] = [s, s, tanh, s](P_t + W_hh h_{t-1}),  c_t = f c_{t-1} + i g,  h_t = o tanh(c_t)
             dc_t = dc_{t+1} f_{t+1} + dh_t o (1 - tanh^2 c_t)
             dpre_i = dc g i(1-i),  dpre_f = dc c_{t-1} f(1-f),  dpre_g = dc i (1-g^2),  dpre_o = dh tanh(c_t) o(1-o)
-    GRU:    a = P_t (with b_ih),  b = W_hh h_{t-1} + b_hh
+    GRU (Cho et al., 2014):  a = P_t (with b_ih),  b = W_hh h_{t-1} + b_hh
             r = s(a_r + b_r),  z = s(a_z + b_z),  n = tanh(a_n + r b_n),  h_t = n + z (h_{t-1} - n)
             dpre_n = dh (1-z)(1-n^2),  dpre_z = dh (h_{t-1}-n) z(1-z),  dpre_r = dpre_n b_n r(1-r),
-            db_n = dpre_n r,  dh_{t-1} = dh z + [dpre_r, dpre_z, db_n] W_hh
+            db_n = dpre_n r,  dh_{t-1} = dh z + [db_n, dpre_r, dpre_z] [W_hn; W_hr; W_hz]
+  (the GRU backward keeps [db_n, dpre_r, dpre_z, dpre_n] side by side, so the recurrent gradient is the
+  first three blocks and the input-side one the last three, both in one matmul).
 
 Variable lengths use the packed-sequence trick: the batch is sorted by decreasing length, so the rows
 still running at step t are a prefix [:b_t] of the batch. Finished rows keep their state (the final state
@@ -36,6 +43,7 @@ MODES = ("RNN_TANH", "RNN_RELU", "LSTM", "GRU")
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
+# --- the schedule and per-step views ------------------------------------------------------------------------
 def _schedule(T: int, batch_sizes: list[int], reverse: bool):
     """[(t, b_t, t_prev, b_prev)] in processing order; t_prev is None at the first step."""
     order = range(T - 1, -1, -1) if reverse else range(T)
@@ -49,192 +57,343 @@ def _schedule(T: int, batch_sizes: list[int], reverse: bool):
     return out
 
 
-def _prev_state(buf: torch.Tensor, init: torch.Tensor, t_prev, b: int, b_prev: int) -> torch.Tensor:
-    """State entering a step for rows [:b]: the previous step's rows, and the initial state for rows that
-    start here (only in the reverse direction of a ragged batch)."""
-    if t_prev is None:
-        return init[:b]
-    if b_prev >= b:
-        return buf[t_prev, :b]
-    return torch.cat([buf[t_prev, :b_prev], init[b_prev:b]])
+def _at_steps(buf: torch.Tensor, steps) -> list[torch.Tensor]:
+    """[buf[t, :b_t] for each step, in processing order]; `unbind` makes the T views in one call."""
+    views, full = buf.unbind(0), buf.shape[1]
+    return [views[t] if b == full else views[t][:b] for t, b, _, _ in steps]
 
 
-def _prev_states_bulk(buf: torch.Tensor, init: torch.Tensor, batch_sizes: list[int], reverse: bool) -> torch.Tensor:
-    """(T, B, H) tensor of the state entering every step, built with a few bulk ops. Rows not running at t
-    hold 0 (their gradient there is 0, so the value never matters)."""
-    prev = torch.empty_like(buf)
-    if not reverse:
-        prev[0] = init
-        prev[1:] = buf[:-1]
-        return prev
-    prev[-1] = init
-    prev[:-1] = buf[1:]
-    B = buf.shape[1]
-    if min(batch_sizes) == B:
-        return prev
-    sizes = torch.tensor(batch_sizes, device=buf.device)
-    running = torch.arange(B, device=buf.device)[None, :] < sizes[:, None]          # (T, B)
-    starts = running.clone()
-    starts[:-1] &= ~running[1:]                    # reverse direction: row r starts at t = len_r - 1
-    return torch.where(starts[..., None], init.unsqueeze(0), prev)
+def _h_prev(out: torch.Tensor, h0: torch.Tensor, steps) -> list:
+    """State entering each step: h_0 at the first, the previous step's output after it. Where rows start
+    mid-sequence (reverse direction of a ragged batch) the entry is a pair to concatenate at run time."""
+    views, full, res = out.unbind(0), out.shape[1], []
+    for _, b, tp, bp in steps:
+        if tp is None:
+            res.append(h0 if b == full else h0[:b])
+        elif bp >= b:
+            res.append(views[tp] if b == full else views[tp][:b])
+        else:
+            res.append((views[tp][:bp], h0[bp:b]))
+    return res
 
 
-def _final_state(buf: torch.Tensor, init: torch.Tensor, steps) -> torch.Tensor:
+def _cell_slots(c0: torch.Tensor, T: int, steps, reverse: bool, alloc):
+    """LSTM cell states in one (T + 1, B, H) buffer: step t reads slot t + reverse and writes slot
+    t + 1 - reverse, so c_{t-1} of all steps is a view. c_0 rows are written where rows start."""
+    buf = alloc(T + 1, *c0.shape)
+    for t, b, tp, bp in steps:
+        lo = 0 if tp is None else bp
+        if lo < b:
+            buf[t + reverse, lo:b] = c0[lo:b]
+    return buf, buf[int(reverse): T + int(reverse)], buf[1 - int(reverse): T + 1 - int(reverse)]
+
+
+def _final_state(leaving: list[torch.Tensor], init: torch.Tensor, steps) -> torch.Tensor:
     """State after each row's last step: the last step where the row was in the running prefix."""
-    out = init.clone()
-    done = 0
-    for t, b, _, _ in reversed(steps):          # from the last processed step backwards
+    if steps and all(b == init.shape[0] for _, b, _, _ in steps):
+        return leaving[-1].clone()
+    out, done = init.clone(), 0
+    for k in range(len(steps) - 1, -1, -1):                 # from the last processed step backwards
+        b = steps[k][1]
         if b > done:
-            out[done:b] = buf[t, done:b]
+            out[done:b] = leaving[k][done:b]
             done = b
     return out
 
 
+def _outer_prev(dg: torch.Tensor, out: torch.Tensor, h0: torch.Tensor, steps, reverse: bool) -> torch.Tensor:
+    """sum_t dg_t^T h_{t-1}: the outputs shifted by one step in one matmul, plus h_0 where rows start.
+    Rows not running at a step have dg = 0 there (and padded outputs are 0)."""
+    G, H = dg.shape[2], out.shape[2]
+    if not steps:                                           # an empty batch
+        return dg.new_zeros(G, H)
+    res = dg[steps[0][0]].t() @ h0
+    if out.shape[0] > 1:
+        cur, prev = (dg[:-1], out[1:]) if reverse else (dg[1:], out[:-1])
+        res.addmm_(cur.reshape(-1, G).t(), prev.reshape(-1, H))
+    for t, b, tp, bp in steps:
+        if tp is not None and bp < b:
+            res.addmm_(dg[t, bp:b].t(), h0[bp:b])
+    return res
+
+
+def _input_grads(need, flat_d: torch.Tensor, x: torch.Tensor, w_ih: torch.Tensor):
+    """dX = dgates W_ih and dW_ih = dgates^T X (each only if needed)."""
+    T, B = x.shape[:2]
+    dx = (flat_d @ w_ih).view(x.shape) if need[3] else None
+    dw_ih = flat_d.t() @ x.reshape(T * B, x.shape[2]) if need[6] else None
+    return dx, dw_ih
+
+
+def _backward_loop(steps, ragged: bool, g_out_l, dh: torch.Tensor, step) -> None:
+    """Walk the steps in reverse. `step(k, d, nxt)` turns d = dL/dh_t (rows [:b]) into dL/dh_{t-1} in
+    place, adding `nxt` (the output gradient of the next step visited) when it is not None."""
+    n = len(steps)
+    if not ragged:
+        dh.add_(g_out_l[n - 1])
+    for k in range(n - 1, -1, -1):
+        if ragged:
+            d = dh[: steps[k][1]]
+            d.add_(g_out_l[k])
+            step(k, d, None)
+        else:
+            step(k, dh, g_out_l[k - 1] if k else None)
+
+
+def _mm_into(d: torch.Tensor, nxt, a: torch.Tensor, w: torch.Tensor) -> None:
+    """d = nxt + a @ w (or a @ w)."""
+    if nxt is None:
+        torch.mm(a, w, out=d)
+    else:
+        torch.addmm(nxt, a, w, out=d)
+
+
+def _tanh_from_sigmoid(two_u: torch.Tensor, out: torch.Tensor, minus_one: torch.Tensor) -> None:
+    """out = tanh(u) = 2 s(2u) - 1, given 2u. torch.tanh runs its kernel on several threads from 2048
+    elements up, so each (B, H) step would open a parallel region (slow, and very slow when other
+    processes share the cores); sigmoid and add stay on one thread at these sizes."""
+    torch.sigmoid(two_u, out=out)
+    torch.add(minus_one, out, alpha=2, out=out)
+
+
+# --- Elman ------------------------------------------------------------------------------------------------
+def _rnn_forward(mode, proj, out, h0, w_hh_t, steps):
+    """tanh: proj and w_hh_t are doubled, h = 2 s(2 pre) - 1 (see _tanh_from_sigmoid)."""
+    tanh, m1 = mode == "RNN_TANH", out.new_full((), -1.0)
+    for p, h, hp in zip(_at_steps(proj, steps), _at_steps(out, steps), _h_prev(out, h0, steps)):
+        torch.addmm(p, torch.cat(hp) if type(hp) is tuple else hp, w_hh_t, out=h)
+        if tanh:
+            _tanh_from_sigmoid(h, h, m1)
+        else:
+            h.relu_()
+    return {}
+
+
+def _rnn_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra):
+    steps = ctx.steps
+    if ctx.mode == "RNN_TANH":
+        deriv = torch.addcmul(out.new_ones(()), out, out, value=-1)
+    else:
+        deriv = (out > 0).to(out.dtype)
+    dg = alloc(out.shape)
+    dg_l, der_l = _at_steps(dg, steps), _at_steps(deriv, steps)
+
+    def step(k, d, nxt):
+        torch.mul(d, der_l[k], out=dg_l[k])
+        _mm_into(d, nxt, dg_l[k], w_hh)
+
+    _backward_loop(steps, ctx.ragged, _at_steps(g_out, steps), dh, step)
+    return dg, dg, None
+
+
+# --- LSTM -------------------------------------------------------------------------------------------------
+def _lstm_forward(proj, out, h0, c0, w_hh_t, steps, reverse, alloc):
+    """No torch.tanh (see _tanh_from_sigmoid): proj and w_hh_t carry 2x the g rows, so one sigmoid covers
+    all four gates, s_g = s(2 pre_g) and g = 2 s_g - 1; the cell buffer holds 2c, so tanh(c) = 2 s(2c) - 1.
+    tanh(c) goes through one small buffer (backward recomputes it in bulk): less memory traffic per step."""
+    T, _, H = out.shape
+    gates = proj                                           # activated in place: [s_i, s_f, s_g, s_o]
+    cells, c_prev, c_next = _cell_slots(c0 * 2, T, steps, reverse, alloc)
+    tc, m1 = h0.new_empty(h0.shape), out.new_full((), -1.0)
+    lists = [_at_steps(v, steps) for v in (gates, gates[..., :H], gates[..., H: 2 * H], gates[..., 2 * H: 3 * H],
+                                           gates[..., 3 * H:], c_prev, c_next, out)]
+    B = tc.shape[0]
+    for g, i, f, sg, o, cp, cn, h, hp in zip(*lists, _h_prev(out, h0, steps)):
+        g.addmm_(torch.cat(hp) if type(hp) is tuple else hp, w_hh_t)
+        g.sigmoid_()
+        torch.mul(f, cp, out=cn)
+        cn.addcmul_(i, sg, value=4).sub_(i, alpha=2)       # 2c = f 2c_prev + 2 i (2 s_g - 1)
+        t_c = tc if cn.shape[0] == B else tc[: cn.shape[0]]
+        _tanh_from_sigmoid(cn, t_c, m1)
+        torch.mul(o, t_c, out=h)
+    c_n = _final_state(lists[6], c0 * 2, steps).mul_(0.5)
+    return {"gates": gates, "cells": cells, "c_n": c_n}
+
+
+def _lstm_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra):
+    steps, H = ctx.steps, out.shape[2]
+    gates, cells, T, m1 = extra["gates"], extra["cells"], out.shape[0], out.new_full((), -1.0)
+    c_prev = cells[int(ctx.reverse): T + int(ctx.reverse)]
+    tanh_c = torch.empty_like(out)
+    _tanh_from_sigmoid(cells[1 - int(ctx.reverse): T + 1 - int(ctx.reverse)], tanh_c, m1)    # as the forward did
+    i, f, s_g, o = gates.split(H, dim=2)
+    one, zero = out.new_ones(()), out.new_zeros(())
+    # factors of the pre-activation gradients for all steps at once (each line one pass over memory):
+    # s(1-s) = s - s*s for every block, and with g = 2 s_g - 1: 1 - g^2 = 4 s_g (1 - s_g)
+    k = torch.addcmul(gates, gates, gates, value=-1)
+    k_i, k_f, k_g, k_o = k.split(H, dim=2)
+    k_i.mul_(torch.add(m1, s_g, alpha=2))
+    torch.addcmul(zero, k_f, c_prev, value=0.5, out=k_f)           # the buffer holds 2c
+    torch.addcmul(zero, k_g, i, value=4, out=k_g)
+    k_o.mul_(tanh_c)
+    a = torch.addcmul(one, tanh_c, tanh_c, value=-1).mul_(o)       # dh_t -> dc_t
+    dg = alloc(gates.shape)
+    kv, dv = k.view(*out.shape[:2], 4, H), dg.view(*out.shape[:2], 4, H)
+    a_l, kifg_l, ko_l, f_l = (_at_steps(v, steps) for v in (a, kv[:, :, :3], k_o, f))
+    dg_l, difg_l, do_l = (_at_steps(v, steps) for v in (dg, dv[:, :, :3], dg[..., 3 * H:]))
+    ragged, dc_u = ctx.ragged, dc.unsqueeze(1)
+
+    def step(kk, d, nxt):
+        dct, dcu = (dc[: d.shape[0]], dc_u[: d.shape[0]]) if ragged else (dc, dc_u)
+        dct.addcmul_(d, a_l[kk])
+        torch.mul(dcu, kifg_l[kk], out=difg_l[kk])
+        torch.mul(d, ko_l[kk], out=do_l[kk])
+        dct.mul_(f_l[kk])
+        _mm_into(d, nxt, dg_l[kk], w_hh)
+
+    _backward_loop(steps, ragged, _at_steps(g_out, steps), dh, step)
+    return dg, dg, None
+
+
+# --- GRU --------------------------------------------------------------------------------------------------
+def _gru_forward(proj, out, h0, w_hh_t, steps, alloc):
+    """proj (T, B, 4H) holds [a_r + b_hr, a_z + b_hz, 2 b_hn, 2 a_n]; the step's matmul adds W_hh h_{t-1}
+    (n rows doubled) to the first three blocks in place, so they become the r, z pre-activations and
+    2 b_n = 2 (W_hn h + b_hn); n = tanh(a_n + r b_n) = 2 s(2 a_n + r 2 b_n) - 1."""
+    H = out.shape[2]
+    n_buf, diff, m1 = alloc(out.shape), alloc(out.shape), out.new_full((), -1.0)
+    lists = [_at_steps(v, steps) for v in (proj[..., : 3 * H], proj[..., : 2 * H], proj[..., :H],
+                                           proj[..., H: 2 * H], proj[..., 2 * H: 3 * H], proj[..., 3 * H:],
+                                           n_buf, diff, out)]
+    for g, rz, r, z, hn, a_n, n, df, h, hp in zip(*lists, _h_prev(out, h0, steps)):
+        hp = torch.cat(hp) if type(hp) is tuple else hp
+        g.addmm_(hp, w_hh_t)
+        rz.sigmoid_()
+        _tanh_from_sigmoid(torch.addcmul(a_n, r, hn, out=n), n, m1)     # a_n, b_n are doubled
+        torch.sub(hp, n, out=df)
+        torch.addcmul(n, z, df, out=h)
+    return {"gh": proj, "n": n_buf, "diff": diff}
+
+
+def _gru_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra):
+    steps, (T, B, H) = ctx.steps, out.shape
+    gh, n, diff = extra["gh"], extra["n"], extra["diff"]
+    r, z, hn, _ = gh.split(H, dim=2)
+    one = out.new_ones(())
+    f_zn = torch.empty(T, B, 2, H, dtype=out.dtype, device=out.device)     # dh -> [dpre_z, dpre_n]
+    torch.addcmul(z, z, z, value=-1, out=f_zn[:, :, 0]).mul_(diff)
+    tmp = torch.addcmul(one, n, n, value=-1)
+    torch.addcmul(tmp, tmp, z, value=-1, out=f_zn[:, :, 1])
+    f_rr = torch.empty_like(f_zn)                                           # dpre_n -> [db_n, dpre_r]
+    f_rr[:, :, 0] = r
+    f_r = torch.addcmul(r, r, r, value=-1, out=f_rr[:, :, 1])
+    torch.addcmul(out.new_zeros(()), f_r, hn, value=0.5, out=f_r)            # the buffer holds 2 b_n
+    dg = alloc(T, B, 4 * H)                                     # [db_n, dpre_r, dpre_z, dpre_n]
+    dv = dg.view(T, B, 4, H)
+    w_perm = torch.cat([w_hh[2 * H:], w_hh[: 2 * H]])          # rows [W_hn; W_hr; W_hz]
+    lists = [_at_steps(v, steps) for v in (f_zn, f_rr, dv[:, :, 2:], dv[:, :, 3:], dv[:, :, :2], dg[..., : 3 * H], z)]
+    fzn_l, frr_l, dzn_l, dn_l, dhr_l, drec_l, z_l = lists
+    direct, dh_u = out.new_empty(B, H), dh.unsqueeze(1)
+
+    def step(k, d, nxt):
+        torch.mul(dh_u[: d.shape[0]] if ctx.ragged else dh_u, fzn_l[k], out=dzn_l[k])
+        torch.mul(dn_l[k], frr_l[k], out=dhr_l[k])
+        dr = direct[: d.shape[0]]
+        if nxt is None:
+            torch.mul(d, z_l[k], out=dr)
+        else:
+            torch.addcmul(nxt, d, z_l[k], out=dr)
+        torch.addmm(dr, drec_l[k], w_perm, out=d)
+
+    _backward_loop(steps, ctx.ragged, _at_steps(g_out, steps), dh, step)
+    return dg[..., H:], dg[..., : 3 * H], (lambda m: torch.cat([m[H:], m[:H]]))
+
+
+def _projection(mode, x, w_ih, w_hh, b_ih, b_hh):
+    """The input projection of all steps in one matmul (step 1 above), laid out for the step loop, and the
+    W_hh^T the loop multiplies by, copied contiguous (the small per-step matmul is faster with it).
+    LSTM: the g rows doubled (see _lstm_forward). GRU: [r, z, n_h, n_x] (see _gru_forward)."""
+    T, B, n_in = x.shape
+    H = w_hh.shape[1]
+    flat = x.reshape(T * B, n_in)
+    if mode == "GRU":
+        proj = x.new_empty(T * B, 4 * H)
+        w_rz, w_n = w_ih[: 2 * H].t(), w_ih[2 * H:].t() * 2
+        if b_ih is None:
+            torch.mm(flat, w_rz, out=proj[:, : 2 * H])
+            torch.mm(flat, w_n, out=proj[:, 3 * H:])
+            proj[:, 2 * H: 3 * H] = 0
+        else:
+            torch.addmm(b_ih[: 2 * H] + b_hh[: 2 * H], flat, w_rz, out=proj[:, : 2 * H])
+            torch.addmm(b_ih[2 * H:] * 2, flat, w_n, out=proj[:, 3 * H:])
+            proj[:, 2 * H: 3 * H] = b_hh[2 * H:] * 2
+        scale = w_hh.new_ones(3 * H, 1)
+        scale[2 * H:] = 2
+        return proj.view(T, B, 4 * H), (w_hh * scale).t().contiguous()
+    bias = b_ih + b_hh if b_ih is not None else None
+    if mode != "RNN_RELU":                 # pre-activations fed to a tanh are doubled (_tanh_from_sigmoid)
+        scale = w_ih.new_full((w_ih.shape[0], 1), 2.0)
+        if mode == "LSTM":
+            scale[: 2 * H] = 1
+            scale[3 * H:] = 1
+        w_ih, w_hh = w_ih * scale, w_hh * scale
+        bias = bias * scale[:, 0] if bias is not None else None
+    proj = torch.addmm(bias, flat, w_ih.t()) if bias is not None else flat @ w_ih.t()
+    return proj.view(T, B, proj.shape[1]), w_hh.t().contiguous()
+
+
+# --- the autograd Function ----------------------------------------------------------------------------------
 class FusedRecurrence(torch.autograd.Function):
     """One direction of one layer. Returns (output (T, B, H), h_n (B, H), c_n (B, H) or an empty tensor)."""
 
     @staticmethod
     def forward(ctx, mode, batch_sizes, reverse, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        if mode not in MODES:
+            raise ValueError(f"unknown recurrent mode '{mode}'; choose from {', '.join(MODES)}")
         T, B, _ = x.shape
         H = w_hh.shape[1]
         steps = _schedule(T, batch_sizes, reverse)
-        w_hh_t = w_hh.t()
-        bias = None
-        if b_ih is not None:
-            bias = b_ih + b_hh if mode != "GRU" else b_ih
-        flat = x.reshape(T * B, -1)
-        proj = torch.addmm(bias, flat, w_ih.t()) if bias is not None else flat @ w_ih.t()
-        proj = proj.view(T, B, -1)
-        out = x.new_zeros(T, B, H)
-        extra = {}
-        if mode in ("RNN_TANH", "RNN_RELU"):
-            act = torch.tanh_ if mode == "RNN_TANH" else torch.relu_
-            for t, b, tp, bp in steps:
-                h = out[t, :b]
-                torch.addmm(proj[t, :b], _prev_state(out, h0, tp, b, bp), w_hh_t, out=h)
-                act(h)
-            h_n, c_n = _final_state(out, h0, steps), x.new_empty(0)
-        elif mode == "LSTM":
-            gates = proj                                   # overwritten in place by the activated gates
-            cell = x.new_zeros(T, B, H)
-            tanh_c = x.new_zeros(T, B, H)
-            for t, b, tp, bp in steps:
-                g = gates[t, :b]
-                g.addmm_(_prev_state(out, h0, tp, b, bp), w_hh_t)
-                g[:, : 2 * H].sigmoid_()
-                g[:, 2 * H: 3 * H].tanh_()
-                g[:, 3 * H:].sigmoid_()
-                c = cell[t, :b]
-                torch.mul(g[:, H: 2 * H], _prev_state(cell, c0, tp, b, bp), out=c)
-                c.addcmul_(g[:, :H], g[:, 2 * H: 3 * H])
-                torch.tanh(c, out=tanh_c[t, :b])
-                torch.mul(g[:, 3 * H:], tanh_c[t, :b], out=out[t, :b])
-            h_n, c_n = _final_state(out, h0, steps), _final_state(cell, c0, steps)
-            extra = {"gates": gates, "cell": cell, "tanh_c": tanh_c}
+        ragged = any(b < B for _, b, _, _ in steps) or len(steps) < T
+        # padded positions must be 0 in a ragged batch (outputs, and gradients of rows not running)
+        alloc = (lambda *s: x.new_zeros(*s)) if ragged else (lambda *s: x.new_empty(*s))
+        proj, w_hh_t = _projection(mode, x, w_ih, w_hh, b_ih, b_hh)
+        out = alloc(T, B, H)
+        c_n = x.new_empty(0)
+        if mode == "LSTM":
+            extra = _lstm_forward(proj, out, h0, c0, w_hh_t, steps, reverse, alloc)
+            c_n = extra.pop("c_n")
         elif mode == "GRU":
-            rz = x.new_zeros(T, B, 2 * H)                  # activated r, z
-            n_buf = x.new_zeros(T, B, H)
-            hn_buf = x.new_zeros(T, B, H)                  # b_n = W_hn h_{t-1} + b_hn (needed by backward)
-            gh = x.new_empty(B, 3 * H)
-            for t, b, tp, bp in steps:
-                hp = _prev_state(out, h0, tp, b, bp)
-                g = gh[:b]
-                if b_hh is not None:
-                    torch.addmm(b_hh, hp, w_hh_t, out=g)
-                else:
-                    torch.mm(hp, w_hh_t, out=g)
-                a = proj[t, :b]
-                torch.add(a[:, : 2 * H], g[:, : 2 * H], out=rz[t, :b]).sigmoid_()
-                hn_buf[t, :b] = g[:, 2 * H:]
-                n = n_buf[t, :b]
-                torch.addcmul(a[:, 2 * H:], rz[t, :b, :H], g[:, 2 * H:], out=n).tanh_()
-                h = out[t, :b]
-                torch.sub(hp, n, out=h)
-                h.mul_(rz[t, :b, H:]).add_(n)
-            h_n, c_n = _final_state(out, h0, steps), x.new_empty(0)
-            extra = {"rz": rz, "n": n_buf, "hn": hn_buf}
+            extra = _gru_forward(proj, out, h0, w_hh_t, steps, alloc)
         else:
-            raise ValueError(f"unknown recurrent mode '{mode}'; choose from {', '.join(MODES)}")
-        ctx.mode, ctx.steps, ctx.has_bias = mode, steps, b_ih is not None
-        ctx.sizes, ctx.reverse = batch_sizes, reverse
+            extra = _rnn_forward(mode, proj, out, h0, w_hh_t, steps)
+        h_n = _final_state(_at_steps(out, steps), h0, steps)
+        ctx.mode, ctx.steps, ctx.has_bias, ctx.reverse, ctx.ragged = mode, steps, b_ih is not None, reverse, ragged
         ctx.extra_keys = tuple(extra)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, out, *extra.values())
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out, *extra.values())
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_out, g_hn, g_cn):
-        x, h0, c0, w_ih, w_hh, out, *extra_vals = ctx.saved_tensors
+        x, h0, w_ih, w_hh, out, *extra_vals = ctx.saved_tensors
         extra = dict(zip(ctx.extra_keys, extra_vals))
-        mode, steps = ctx.mode, ctx.steps
-        T, B, _ = x.shape
-        H = w_hh.shape[1]
+        mode = ctx.mode
+        T, B, H = out.shape
+        alloc = (lambda *s: x.new_zeros(*s)) if ctx.ragged else (lambda *s: x.new_empty(*s))
         g_out = g_out if g_out is not None else torch.zeros_like(out)
         dh = g_hn.clone() if g_hn is not None else torch.zeros_like(h0)
-        h_prev = _prev_states_bulk(out, h0, ctx.sizes, ctx.reverse)
         dc = None
-        d_hh_gate = None                                   # GRU: gradient of the W_hh h + b_hh pre-activations
-        if mode in ("RNN_TANH", "RNN_RELU"):
-            deriv = 1 - out * out if mode == "RNN_TANH" else (out > 0).to(out.dtype)
-            d_gate = torch.zeros_like(out)
-            for t, b, _, _ in reversed(steps):
-                d = dh[:b]
-                d.add_(g_out[t, :b])
-                torch.mul(d, deriv[t, :b], out=d_gate[t, :b])
-                torch.mm(d_gate[t, :b], w_hh, out=d)
-        elif mode == "LSTM":
-            gates, cell, tanh_c = extra["gates"], extra["cell"], extra["tanh_c"]
-            i, f, g, o = gates.split(H, dim=2)
-            c_prev = _prev_states_bulk(cell, c0, ctx.sizes, ctx.reverse)
-            # factors of the pre-activation gradients, computed for all steps at once
-            k = torch.cat([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)], dim=2)
-            a = o * (1 - tanh_c * tanh_c)
-            kv = k.view(T, B, 4, H)
-            dc = g_cn.clone() if g_cn is not None else torch.zeros_like(c0)
-            d_gate = torch.zeros_like(gates)
-            dv = d_gate.view(T, B, 4, H)
-            for t, b, _, _ in reversed(steps):
-                d = dh[:b]
-                d.add_(g_out[t, :b])
-                dct = dc[:b]
-                dct.addcmul_(d, a[t, :b])
-                torch.mul(dct.unsqueeze(1), kv[t, :b, :3], out=dv[t, :b, :3])
-                torch.mul(d, kv[t, :b, 3], out=dv[t, :b, 3])
-                dct.mul_(f[t, :b])
-                torch.mm(d_gate[t, :b], w_hh, out=d)
-        else:  # GRU
-            rz, n, hn = extra["rz"], extra["n"], extra["hn"]
-            r, z = rz[..., :H], rz[..., H:]
-            f_n = (1 - z) * (1 - n * n)                    # d h / d pre_n
-            f_z = (h_prev - n) * z * (1 - z)               # d h / d pre_z
-            f_r = hn * r * (1 - r)                         # d pre_n / d pre_r
-            d_gate = torch.zeros(T, B, 3 * H, dtype=x.dtype, device=x.device)     # input-side pre-activations
-            d_hh_gate = torch.zeros_like(d_gate)
-            direct = torch.empty_like(dh)
-            for t, b, _, _ in reversed(steps):
-                d = dh[:b]
-                d.add_(g_out[t, :b])
-                dn = d_gate[t, :b, 2 * H:]
-                torch.mul(d, f_n[t, :b], out=dn)
-                torch.mul(d, f_z[t, :b], out=d_gate[t, :b, H: 2 * H])
-                torch.mul(dn, f_r[t, :b], out=d_gate[t, :b, :H])
-                dhh = d_hh_gate[t, :b]
-                dhh[:, : 2 * H] = d_gate[t, :b, : 2 * H]
-                torch.mul(dn, r[t, :b], out=dhh[:, 2 * H:])
-                torch.mul(d, z[t, :b], out=direct[:b])
-                torch.addmm(direct[:b], dhh, w_hh, out=d)
-        rec = d_hh_gate if d_hh_gate is not None else d_gate
-        flat_rec = rec.reshape(T * B, -1)
-        flat_in = d_gate.reshape(T * B, -1)
+        if mode == "LSTM":
+            dc = g_cn.clone() if g_cn is not None else torch.zeros_like(h0)
+            d_in, d_rec, unperm = _lstm_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra)
+        elif mode == "GRU":
+            d_in, d_rec, unperm = _gru_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra)
+        else:
+            d_in, d_rec, unperm = _rnn_backward(ctx, out, dh, dc, g_out, w_hh, alloc, extra)
+        unperm = unperm or (lambda m: m)                   # recurrent-gradient block order -> torch's
         need = ctx.needs_input_grad
-        dx = (flat_in @ w_ih).view(T, B, -1) if need[3] else None
-        dw_ih = flat_in.t() @ x.reshape(T * B, -1) if need[6] else None
-        dw_hh = flat_rec.t() @ h_prev.reshape(T * B, H) if need[7] else None
-        db_ih = flat_in.sum(0) if ctx.has_bias and need[8] else None
-        db_hh = flat_rec.sum(0) if ctx.has_bias and need[9] else None
-        dh0 = dh if need[4] else None
-        dc0 = dc if (dc is not None and need[5]) else None
-        return None, None, None, dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh
+        flat_in = d_in.reshape(T * B, d_in.shape[2])
+        dx, dw_ih = _input_grads(need, flat_in, x, w_ih)
+        dw_hh = unperm(_outer_prev(d_rec, out, h0, ctx.steps, ctx.reverse)) if need[7] else None
+        db_ih = db_hh = None
+        if ctx.has_bias and (need[8] or need[9]):
+            db_ih = flat_in.sum(0)
+            if d_rec is d_in:
+                db_hh = db_ih.clone()
+            else:                                          # GRU: [db_n, dpre_r, dpre_z]; r, z shared
+                db_hh = torch.cat([db_ih[: 2 * H], d_rec[..., :H].sum((0, 1))])
+        return None, None, None, dx, (dh if need[4] else None), (dc if need[5] else None), dw_ih, dw_hh, \
+            db_ih, db_hh
 
 
 def fused_recurrence(mode: str, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None, w_ih, w_hh,

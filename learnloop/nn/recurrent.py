@@ -27,8 +27,9 @@ h_n stacks final states as (layer0 fwd, layer0 bwd, layer1 fwd, ...).
 
 Two implementations of the same equations: `impl="autograd"` steps the cell functions below and lets
 autograd differentiate them (the readable reference; supports double backward and proj_size), and
-`impl="fused"` (default) runs `learnloop.nn.bptt`, which back-propagates through time by hand and is as
-fast as torch.nn on CPU. Both equal torch.nn.RNN/LSTM/GRU given the same weights.
+`impl="fused"` (default; proj_size falls back to autograd) runs `learnloop.nn.bptt`, which
+back-propagates through time by hand, at about the speed of torch.nn on CPU (`bench/bench_recurrent.py`).
+Both equal torch.nn.RNN/LSTM/GRU given the same weights.
 
 Variable-length batches: pass `lengths` (B,) or a prefix `mask` (B, T) (True at real steps), or a
 PackedSequence as with torch.nn. Padded outputs are 0, h_n is each sequence's state after its last real
@@ -245,6 +246,8 @@ class RNNBase(nn.Module):
         elif batch_first:
             x = x.transpose(0, 1)
         T, B = x.shape[:2]
+        if T == 0:
+            raise ValueError(f"{type(self).__name__} expects a sequence of at least one step, got length 0")
         if mask is not None:
             if lengths is not None:
                 raise ValueError("pass lengths or mask, not both")

@@ -154,3 +154,77 @@ def test_bad_inputs_are_one_clear_error():
         m(torch.randn(T, B, I), (torch.zeros(2, B, H), torch.zeros(2, B, H)))
     with pytest.raises(ValueError, match="nonlinearity"):
         lnn.RNN(I, H, nonlinearity="sigmoid")
+
+
+def _loss_and_grads(model, x, hx, pick, lengths=None, packed_ref=False):
+    """Gradients of a weighted sum of the outputs chosen by `pick` w.r.t. x, h0, (c0) and the parameters."""
+    x = x.clone().requires_grad_()
+    states = [s.clone().requires_grad_() for s in (hx if isinstance(hx, tuple) else (hx,))]
+    hx = tuple(states) if len(states) == 2 else states[0]
+    if packed_ref:
+        out, hn = model(pack_padded_sequence(x, lengths, enforce_sorted=False), hx)
+        out, _ = pad_packed_sequence(out, total_length=x.shape[0])
+    elif lengths is not None:
+        out, hn = model(x, hx, lengths=lengths)
+    else:
+        out, hn = model(x, hx)
+    results = [out, *(hn if isinstance(hn, tuple) else (hn,))]
+    g = torch.Generator().manual_seed(3)
+    loss = sum((results[k] * torch.randn(results[k].shape, generator=g, dtype=x.dtype)).sum() for k in pick)
+    return results, torch.autograd.grad(loss, [x, *states, *model.parameters()], allow_unused=True)
+
+
+def _max_diff(a, b):
+    assert len(a) == len(b) and all((p is None) == (q is None) for p, q in zip(a, b))
+    return max((p - q).abs().max().item() for p, q in zip(a, b) if p is not None)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_fused_lengths_shorter_than_the_sequence_and_partial_losses(kind):
+    """Trailing steps where no row runs, and losses that use only the output, only h_n or only c_n."""
+    lengths = torch.tensor([4, 2, 4, 1])
+    picks = [(0,), (1,), (0, 1)] + ([(2,), (1, 2)] if kind == "lstm" else [])
+    for bidir, ragged, pick in itertools.product((False, True), (False, True), picks):
+        ref, mine = _pair(kind, "fused", torch.float64, num_layers=2, bidirectional=bidir)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+        n = 4 if bidir else 2
+        h0 = torch.randn(n, B, H, generator=g, dtype=torch.float64)
+        hx = (h0, torch.randn(n, B, H, generator=g, dtype=torch.float64)) if kind == "lstm" else h0
+        r1, g1 = _loss_and_grads(ref, x, hx, pick, lengths if ragged else None, packed_ref=ragged)
+        r2, g2 = _loss_and_grads(mine, x, hx, pick, lengths if ragged else None)
+        assert _max_diff(r1, r2) < 1e-10 and _max_diff(g1, g2) < 1e-10, (kind, bidir, ragged, pick)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_fused_calls_with_different_shapes_before_one_backward(kind):
+    """Each call owns its buffers: two calls (different T and B) then one backward, outputs changed in
+    place in between (they are plain tensors, not views of internal buffers), equal torch.nn."""
+    ref, mine = _pair(kind, "fused", torch.float64, num_layers=2, bidirectional=True)
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(T, B, I, generator=g, dtype=torch.float64), torch.randn(3, 2, I, generator=g, dtype=torch.float64)]
+    grads = []
+    for model in (ref, mine):
+        model.zero_grad()
+        loss = 0
+        for k, x in enumerate(xs):
+            out, _ = model(x)
+            out.mul_(k + 2)
+            loss = loss + (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum()
+        loss.backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert _max_diff(*grads) < 1e-10
+
+
+@pytest.mark.parametrize("impl", ["fused", "autograd"])
+def test_empty_batch_like_torch_and_empty_sequence_is_an_error(impl):
+    for kind, bidir in itertools.product(("rnn", "lstm", "gru"), (False, True)):
+        ref, mine = _pair(kind, impl, torch.float64, num_layers=2, bidirectional=bidir)
+        x = torch.randn(T, 0, I, dtype=torch.float64, requires_grad=True)
+        (o1, h1), (o2, h2) = ref(x), mine(x)
+        h1, h2 = (h1 if isinstance(h1, tuple) else (h1,)), (h2 if isinstance(h2, tuple) else (h2,))
+        assert o1.shape == o2.shape and [h.shape for h in h1] == [h.shape for h in h2]
+        (o2.sum() + sum(h.sum() for h in h2)).backward()
+        assert all(p.grad is not None and not p.grad.any() for p in mine.parameters())
+        with pytest.raises(ValueError, match="at least one step"):
+            mine(torch.randn(0, B, I, dtype=torch.float64))
