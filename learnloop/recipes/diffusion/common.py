@@ -254,15 +254,15 @@ def diffusion_stage(cfg: DiffusionConfig, info: dict) -> Stage:
                  callbacks=lambda task: task.callbacks)
 
 
-def sampling_model(run, which: str = "best") -> tuple[torch.nn.Module, dict]:
-    """(the U-Net with the `which` checkpoint's sampling weights, the EMA copy when the run kept one, in
-    eval mode; the checkpoint state). `best` falls back to `last`."""
-    state, path = run.checkpoint(STAGE, which), run.checkpoint_path(STAGE, which)
+def sampling_model(run, which: str = "best", stage: str = STAGE) -> tuple[torch.nn.Module, dict]:
+    """(the denoiser of `stage` with the `which` checkpoint's sampling weights, the EMA copy when the run
+    kept one, in eval mode; the checkpoint state). `best` falls back to `last`."""
+    state, path = run.checkpoint(stage, which), run.checkpoint_path(stage, which)
     if state is None and which == "best":
-        state, path = run.checkpoint(STAGE, "last"), run.checkpoint_path(STAGE, "last")
+        state, path = run.checkpoint(stage, "last"), run.checkpoint_path(stage, "last")
     if state is None:
         raise UserError(f"{path}: no checkpoint; finish the run with `learnloop resume {run.path}`")
-    model = copy.deepcopy(run.tasks[STAGE].model)
+    model = copy.deepcopy(run.tasks[stage].model)
     if run.cfg.ema_decay > 0:
         callbacks = state.get("callbacks") if isinstance(state.get("callbacks"), dict) else {}
         entry = callbacks.get(EMA_NAME)

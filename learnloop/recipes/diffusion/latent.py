@@ -18,7 +18,6 @@ attributes of the CLIP run, the split seed).
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -26,13 +25,12 @@ import torch
 from learnloop.data.captions import CaptionLoader, CaptionSampler, CaptionTokenizer, class_prompts
 from learnloop.data.loader import TensorLoader, image_transform
 from learnloop.engine.callbacks import SampleGrid
-from learnloop.engine.checkpoint import load_module_state
 from learnloop.engine.ema import EMA
-from learnloop.errors import CorruptFileError, UserError
+from learnloop.errors import UserError
 from learnloop.models.diffusion import sample
 from learnloop.models.latent_diffusion import GuidedDenoiser, LatentDenoiser, drop_captions
 from learnloop.models.unet import UNet
-from learnloop.recipes.diffusion.common import EMA_NAME, GRID_SEED, build_diffusion, split_images
+from learnloop.recipes.diffusion.common import EMA_NAME, GRID_SEED, build_diffusion, sampling_model, split_images
 from learnloop.recipes.runtime import MAX_GUIDANCE
 from learnloop.tasks.diffusion import DiffusionTask, fixed_validation
 
@@ -236,22 +234,8 @@ def frozen_parts(cfg, upstream: dict, trained: dict) -> tuple:
 
 def sampling_denoiser(run, which: str = "best") -> tuple[LatentDenoiser, dict]:
     """(the denoiser with the `which` checkpoint's EMA weights, or its own when the run kept none, in eval
-    mode; the checkpoint state). `best` falls back to `last`."""
-    state, path = run.checkpoint(STAGE, which), run.checkpoint_path(STAGE, which)
-    if state is None and which == "best":
-        state, path = run.checkpoint(STAGE, "last"), run.checkpoint_path(STAGE, "last")
-    if state is None:
-        raise UserError(f"{path}: no checkpoint; finish the run with `learnloop resume {run.path}`")
-    model = copy.deepcopy(run.tasks[STAGE].model)
-    if run.cfg.ema_decay > 0:
-        entry = state.get("callbacks", {}).get(EMA_NAME) if isinstance(state.get("callbacks"), dict) else None
-        if not isinstance(entry, dict) or not isinstance(entry.get("shadow"), dict):
-            raise CorruptFileError(f"{path}: checkpoint has no EMA weights '{EMA_NAME}' although ema_decay > 0")
-        load_module_state(model, entry["shadow"], path, f"callbacks.{EMA_NAME}.shadow")
-    else:
-        modules = state.get("modules") if isinstance(state.get("modules"), dict) else {}
-        load_module_state(model, modules.get("model"), path, "modules.model")
-    return model.eval(), state
+    mode; the checkpoint state): `common.sampling_model` of the U-Net stage."""
+    return sampling_model(run, which, STAGE)
 
 
 def run_sampler(run, which: str = "best") -> PromptSampler:
